@@ -1,0 +1,93 @@
+"""Build the Cython kernels under convnet/_fast/.
+
+Environment switches
+--------------------
+CONVNET_BOUNDSCHECK=1  compile with bounds and wraparound checks on (debugging).
+CONVNET_NO_OPENMP=1    build without OpenMP; prange then runs serially.
+"""
+import glob
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG_CHECKS = _flag("CONVNET_BOUNDSCHECK")
+USE_OPENMP = not _flag("CONVNET_NO_OPENMP")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG_CHECKS,
+    "wraparound": DEBUG_CHECKS,
+    "initializedcheck": DEBUG_CHECKS,
+    "cdivision": True,
+    "nonecheck": False,
+}
+
+OPENMP_FLAGS = {
+    "unix": (["-fopenmp"], ["-fopenmp"]),
+    "mingw32": (["-fopenmp"], ["-fopenmp"]),
+    "msvc": (["/openmp"], []),
+}
+
+
+class BuildExt(build_ext):
+    """Add optimisation and OpenMP flags chosen for the compiler actually used."""
+
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        compile_args, link_args = [], []
+        if ctype in ("unix", "mingw32"):
+            compile_args += ["-O3"]
+        if USE_OPENMP and ctype in OPENMP_FLAGS and self._openmp_works(*OPENMP_FLAGS[ctype]):
+            extra_c, extra_l = OPENMP_FLAGS[ctype]
+            compile_args += extra_c
+            link_args += extra_l
+        elif USE_OPENMP:
+            print("convnet: the compiler has no OpenMP; prange loops run serially", file=sys.stderr)
+        for ext in self.extensions:
+            ext.extra_compile_args = list(ext.extra_compile_args) + compile_args
+            ext.extra_link_args = list(ext.extra_link_args) + link_args
+        super().build_extensions()
+
+    def _openmp_works(self, cflags, lflags):
+        # Apple clang has no -fopenmp: probe once instead of failing the whole build.
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "omp_probe.c")
+            with open(src, "w") as fh:
+                fh.write("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+            try:
+                objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                self.compiler.link_executable(objs, "omp_probe", output_dir=tmp, extra_postargs=lflags)
+            except Exception:  # noqa: BLE001 - any probe failure means "no OpenMP", not a broken build
+                return False
+        return True
+
+
+def extensions():
+    here = os.path.dirname(os.path.abspath(__file__))
+    exts = []
+    for pyx in sorted(glob.glob(os.path.join(here, "convnet", "_fast", "*.pyx"))):
+        rel = os.path.relpath(pyx, here)
+        name = rel[:-4].replace(os.sep, ".")
+        exts.append(
+            Extension(
+                name,
+                [rel],
+                include_dirs=[np.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            )
+        )
+    return cythonize(exts, compiler_directives=DIRECTIVES, quiet=True)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
