@@ -1,0 +1,9 @@
+"""Compiled kernels of the fast path (private).
+
+The kernels here never validate their arguments: call them only through
+:mod:`convnet.fast`, whose wrappers check shapes, dtypes and parameters with
+:mod:`convnet._checks`, make inputs C-contiguous and allocate the outputs.
+
+- ``_im2col``: ``im2col`` and ``col2im`` (fused float32/float64).
+- ``_pool``: max and average pooling, forward and backward.
+"""

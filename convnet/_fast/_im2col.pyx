@@ -1,0 +1,129 @@
+# cython: language_level=3
+"""im2col / col2im kernels (private; call them through convnet.fast).
+
+Layout: ``cols[k, n, p]`` with ``k = (c*HH + kh)*WW + kw`` and ``p = i*W_out + j``
+holds ``xpad[n, c, i*stride + kh, j*stride + kw]`` (zero where that is padding);
+reshaped to ``(K, N*P)`` it is the right-hand operand of the convolution's GEMM.
+
+The per-row / per-plane work is a plain ``cdef`` function on raw pointers, called
+from the ``prange`` body: gcc optimises loops written directly inside the
+``prange`` body poorly (measured 3x slower on the pooling kernels).
+
+These kernels do not validate: the caller guarantees x is (N, C, H, W)
+C-contiguous, cols is (C*HH*WW, N, H_out*W_out) C-contiguous of the same dtype,
+H_out = 1 + (H + 2*pad - HH) // stride >= 1 (likewise W_out), HH <= H + 2*pad,
+WW <= W + 2*pad.
+"""
+from cython.parallel import prange
+from cython cimport floating
+from libc.string cimport memset
+
+
+cdef inline Py_ssize_t _lo(Py_ssize_t k_off, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+    # First output position o with o*stride - pad + k_off >= 0.
+    if pad > k_off:
+        return (pad - k_off + stride - 1) // stride
+    return 0
+
+
+cdef inline Py_ssize_t _hi(Py_ssize_t k_off, Py_ssize_t size, Py_ssize_t stride, Py_ssize_t pad,
+                           Py_ssize_t n_out) noexcept nogil:
+    # One past the last output position o (< n_out) with o*stride - pad + k_off < size.
+    cdef Py_ssize_t t = size - 1 + pad - k_off
+    if t < 0:
+        return 0
+    t = t // stride + 1
+    return t if t < n_out else n_out
+
+
+cdef inline void _im2col_row(const floating* x, floating* row, Py_ssize_t N, Py_ssize_t C,
+                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t c, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t H_out,
+                             Py_ssize_t W_out) noexcept nogil:
+    # Fill one row k = (c, kh, kw) of cols: N*H_out*W_out entries.
+    cdef Py_ssize_t n, i, j, h, jlo, jhi, src
+    cdef Py_ssize_t P = H_out * W_out
+    cdef const floating* xr
+    cdef floating* r
+    jhi = _hi(kw, W, stride, pad, W_out)
+    jlo = _lo(kw, stride, pad)
+    if jlo > jhi:
+        jlo = jhi
+    for n in range(N):
+        for i in range(H_out):
+            h = i * stride - pad + kh
+            r = row + n * P + i * W_out
+            if h < 0 or h >= H:
+                memset(r, 0, W_out * sizeof(floating))
+                continue
+            for j in range(jlo):
+                r[j] = 0
+            xr = x + ((n * C + c) * H + h) * W + (jlo * stride - pad + kw)
+            if stride == 1:
+                for j in range(jhi - jlo):
+                    r[jlo + j] = xr[j]
+            else:
+                for j in range(jhi - jlo):
+                    r[jlo + j] = xr[j * stride]
+            for j in range(jhi, W_out):
+                r[j] = 0
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
+           Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad,
+           Py_ssize_t H_out, Py_ssize_t W_out, int nthreads=1):
+    """Fill ``cols[k, n, i*W_out + j]`` from x; threads split the rows k (each owns its writes)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = C * HH * WW
+    cdef Py_ssize_t k
+    with nogil:
+        for k in prange(K, schedule="static", num_threads=nthreads):
+            _im2col_row(&x[0, 0, 0, 0], &cols[k, 0, 0], N, C, H, W,
+                        k // (HH * WW), (k // WW) % HH, k % WW, stride, pad, H_out, W_out)
+
+
+cdef inline void _col2im_plane(const floating* cols, floating* dx, Py_ssize_t N, Py_ssize_t n,
+                               Py_ssize_t c, Py_ssize_t H, Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW,
+                               Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t H_out,
+                               Py_ssize_t W_out, bint zero) noexcept nogil:
+    # Accumulate every column entry that came from plane (n, c) into dx (that plane).
+    cdef Py_ssize_t kh, kw, i, j, ilo, ihi, jlo, jhi
+    cdef Py_ssize_t P = H_out * W_out
+    cdef const floating* r
+    cdef floating* d
+    if zero:
+        memset(dx, 0, H * W * sizeof(floating))
+    for kh in range(HH):
+        ihi = _hi(kh, H, stride, pad, H_out)
+        ilo = _lo(kh, stride, pad)
+        for kw in range(WW):
+            jhi = _hi(kw, W, stride, pad, W_out)
+            jlo = _lo(kw, stride, pad)
+            if jlo >= jhi:
+                continue
+            for i in range(ilo, ihi):
+                r = cols + (((c * HH + kh) * WW + kw) * N + n) * P + i * W_out + jlo
+                d = dx + (i * stride - pad + kh) * W + (jlo * stride - pad + kw)
+                if stride == 1:
+                    for j in range(jhi - jlo):
+                        d[j] += r[j]
+                else:
+                    for j in range(jhi - jlo):
+                        d[j * stride] += r[j]
+
+
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
+           Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad,
+           Py_ssize_t H_out, Py_ssize_t W_out, int nthreads=1, bint zero=True):
+    """Adjoint of im2col: zero dx, then add each column entry at its input position.
+
+    Threads split the (n, c) planes of dx, so each plane is written by one thread
+    and overlapping windows accumulate without races. ``zero=False`` skips the
+    zeroing, for a dx the caller allocated with np.zeros (saves one pass).
+    """
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t nc
+    with nogil:
+        for nc in prange(N * C, schedule="static", num_threads=nthreads):
+            _col2im_plane(&cols[0, 0, 0], &dx[nc // C, nc % C, 0, 0], N, nc // C, nc % C,
+                          H, W, HH, WW, stride, pad, H_out, W_out, zero)

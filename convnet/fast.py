@@ -1,0 +1,603 @@
+"""Fast convolution and pooling layers with the naive layers' API.
+
+``FastConv``, ``FastMaxPool`` and ``FastAvgPool`` take the same arguments and
+return the same results as :class:`convnet.layers.Conv`, ``MaxPool`` and
+``AvgPool``. A fast layer's cache is a small object (not a tuple) that only its
+own ``backward`` accepts.
+
+How it works
+------------
+- Convolution: im2col into a column buffer of shape ``(C*HH*WW, n*H_out*W_out)``
+  for a chunk of ``n`` images, one BLAS GEMM (numpy ``matmul``) per chunk, and
+  col2im for ``dx``; the backward pass recomputes the columns chunk by chunk
+  (dw and dx need two more GEMMs). Chunks hold about 2 MiB of columns (cache
+  sized) and never more than the byte budget, so extra memory does not grow
+  with N (see :func:`set_column_budget`). BLAS supplies the threads; im2col and
+  col2im run on the calling thread (see ``_CONV_KERNEL_THREADS``).
+- Pooling: direct loops over the ``N*C`` planes, split across OpenMP threads
+  (``OMP_NUM_THREADS`` or the usable CPUs) when the input has at least 65536
+  elements; max pooling keeps the flat index ``h*W + w`` of each window's first
+  maximum (row-major, as PyTorch; a NaN wins its window) for the backward pass.
+
+Kernels live in :mod:`convnet._fast` (Cython, fused float32/float64, ``nogil``,
+OpenMP ``prange``). They never validate: every wrapper here checks its input
+with :mod:`convnet._checks` first, makes it C-contiguous and allocates the output.
+
+Environment variables (read once, at import)
+--------------------------------------------
+CONVNET_PUREPYTHON=1
+    Do not use the compiled kernels; use the vectorised numpy implementation.
+CONVNET_REQUIRE_CYTHON=1
+    Importing this module raises ``ImportError`` when the compiled kernels cannot
+    be imported (unless ``CONVNET_PUREPYTHON=1`` is also set). CI sets it so a
+    missing build cannot pass silently.
+CONVNET_COLUMN_BUDGET=<bytes>
+    Initial column-buffer budget for the convolution (default 64 MiB).
+
+Attributes
+----------
+HAVE_CYTHON : bool
+    True when the compiled kernels are in use.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from convnet import _checks
+
+__all__ = [
+    "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON",
+    "set_column_budget", "get_column_budget", "conv_chunk_size", "im2col", "col2im",
+]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+_PURE = _env_flag("CONVNET_PUREPYTHON")
+_REQUIRE = _env_flag("CONVNET_REQUIRE_CYTHON")
+
+_cim2col = _cpool = None
+_IMPORT_ERROR = None
+if not _PURE:
+    try:
+        from convnet._fast import _im2col as _cim2col  # noqa: F811
+        from convnet._fast import _pool as _cpool  # noqa: F811
+    except ImportError as exc:  # the extension was not built (or failed to load)
+        _cim2col = _cpool = None
+        _IMPORT_ERROR = exc
+HAVE_CYTHON = _cim2col is not None and _cpool is not None
+
+if _REQUIRE and not _PURE and not HAVE_CYTHON:
+    raise ImportError(
+        "CONVNET_REQUIRE_CYTHON=1 but the compiled kernels convnet._fast._im2col/_pool cannot be "
+        f"imported ({_IMPORT_ERROR}); build them with `python setup.py build_ext --inplace` "
+        "or `pip install .`, or set CONVNET_PUREPYTHON=1 to use numpy"
+    )
+
+# ---------------------------------------------------------------- threads
+
+
+def _default_threads() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_MAX_THREADS = _default_threads()
+# Below this many elements a kernel runs on one thread: waking (and, on a busy
+# machine, waiting for) a second thread costs more than the work.
+_PARALLEL_MIN_WORK = 1 << 16
+
+
+def _threads(work: int) -> int:
+    return _MAX_THREADS if work >= _PARALLEL_MIN_WORK else 1
+
+
+# ---------------------------------------------------------------- column budget
+
+DEFAULT_COLUMN_BUDGET = 64 * 2**20
+
+
+def _parse_budget(value) -> int:
+    try:
+        return _checks.check_int("column budget", int(value) if isinstance(value, str) else value, 1)
+    except ValueError as exc:
+        raise ValueError(f"CONVNET_COLUMN_BUDGET / column budget must be a positive integer "
+                         f"number of bytes, got {value!r}") from exc
+
+
+_column_budget = (_parse_budget(os.environ["CONVNET_COLUMN_BUDGET"])
+                  if os.environ.get("CONVNET_COLUMN_BUDGET", "").strip() else DEFAULT_COLUMN_BUDGET)
+
+
+def set_column_budget(nbytes: int) -> int:
+    """Set the byte budget of the convolution's column buffers; returns the previous one.
+
+    Parameters
+    ----------
+    nbytes : int >= 1
+        Upper bound on the bytes held by the im2col column buffers of one call
+        (forward: one buffer; backward: columns and their gradient). The batch is
+        processed in chunks of as many images as fit (and at most about 2 MiB of
+        columns per chunk, for cache locality); a single image always fits, so
+        the bound is ``max(nbytes, one image's buffers)``.
+    """
+    global _column_budget
+    nbytes = _checks.check_int("nbytes", nbytes, 1)
+    previous, _column_budget = _column_budget, nbytes
+    return previous
+
+
+def get_column_budget() -> int:
+    """Current column-buffer budget in bytes (default 64 MiB or ``CONVNET_COLUMN_BUDGET``)."""
+    return _column_budget
+
+
+# Chunks are sized for the cache, not only for the budget: measured on C1-C4
+# (single thread), 0.5-2 MiB of columns per chunk runs 20-50% faster than one
+# 64 MiB chunk because im2col's output is still cached when the GEMM reads it.
+_CHUNK_TARGET = 2 * 2**20
+
+
+def conv_chunk_size(g: _checks.ConvGeometry, itemsize: int, buffers: int = 1) -> int:
+    """Images per chunk: ``buffers`` column buffers fit in the budget (and ~2 MiB each); at least 1.
+
+    One image's column buffer holds ``C*HH*WW * H_out*W_out`` elements.
+    """
+    per_image = g.C * g.HH * g.WW * g.H_out * g.W_out * itemsize
+    limit = min(_column_budget // buffers, _CHUNK_TARGET)
+    return int(max(1, min(g.N, limit // per_image)))
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+
+def _im2col_numpy(x, cols3, HH, WW, stride, pad, H_out, W_out):
+    """cols3[(c, kh, kw), n, (i, j)] = padded x[n, c, i*stride + kh, j*stride + kw]."""
+    N, C = x.shape[:2]
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    win = sliding_window_view(xp, (HH, WW), axis=(2, 3))[:, :, ::stride, ::stride]
+    # win: (N, C, H_out, W_out, HH, WW) -> (C, HH, WW, N, H_out, W_out)
+    cols3.reshape(C, HH, WW, N, H_out, W_out)[...] = win.transpose(1, 4, 5, 0, 2, 3)
+
+
+def _col2im_numpy(cols3, dx, HH, WW, stride, pad, H_out, W_out):
+    """Adjoint of :func:`_im2col_numpy`: dx (zeroed here) accumulates every column entry."""
+    N, C, H, W = dx.shape
+    dxp = np.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=dx.dtype)
+    c6 = cols3.reshape(C, HH, WW, N, H_out, W_out)
+    hspan, wspan = stride * (H_out - 1) + 1, stride * (W_out - 1) + 1
+    for kh in range(HH):  # a loop over kernel offsets, each step vectorised over all elements
+        for kw in range(WW):
+            dxp[:, :, kh:kh + hspan:stride, kw:kw + wspan:stride] += c6[:, kh, kw].transpose(1, 0, 2, 3)
+    dx[...] = dxp[:, :, pad:pad + H, pad:pad + W]
+
+
+# im2col/col2im run on one thread between multi-threaded BLAS calls: OpenMP
+# workers spinning after a prange fight OpenBLAS's threads for the two cores
+# (measured on an idle 2-core machine: C2 forward+backward 39 ms this way,
+# 460 ms with 2 OpenMP threads in im2col/col2im). The kernels take nthreads.
+_CONV_KERNEL_THREADS = 1
+
+
+def _im2col_into(x, cols3, g):
+    if HAVE_CYTHON:
+        _cim2col.im2col(x, cols3, g.HH, g.WW, g.stride, g.pad, g.H_out, g.W_out, _CONV_KERNEL_THREADS)
+    else:
+        _im2col_numpy(x, cols3, g.HH, g.WW, g.stride, g.pad, g.H_out, g.W_out)
+
+
+def _col2im_into(cols3, dx, g):
+    # dx must be zero-filled by the caller (np.zeros).
+    if HAVE_CYTHON:
+        # dx comes from np.zeros (lazily zeroed pages): the kernel need not zero it again.
+        _cim2col.col2im(cols3, dx, g.HH, g.WW, g.stride, g.pad, g.H_out, g.W_out, _CONV_KERNEL_THREADS, False)
+    else:
+        _col2im_numpy(cols3, dx, g.HH, g.WW, g.stride, g.pad, g.H_out, g.W_out)
+
+
+def _geometry(x, kernel_height, kernel_width, stride, pad):
+    # Reuse conv_args for validation with a zero-size-in-memory dummy filter.
+    _checks.check_array("x", x, 4)
+    kh = _checks.check_int("kernel_height", kernel_height, 1)
+    kw = _checks.check_int("kernel_width", kernel_width, 1)
+    w = np.broadcast_to(np.zeros((), dtype=x.dtype), (1, x.shape[1], kh, kw))
+    b = np.zeros(1, dtype=x.dtype)
+    return _checks.conv_args(x, w, b, {"stride": stride, "pad": pad})
+
+
+def im2col(x, kernel_height, kernel_width, stride=1, pad=0):
+    """Unfold every receptive field of ``x`` into a column.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float32 or float64
+    kernel_height, kernel_width : int >= 1
+        At most ``H + 2*pad`` and ``W + 2*pad``.
+    stride : int >= 1
+    pad : int >= 0
+        Zero padding on every side.
+
+    Returns
+    -------
+    cols : ndarray of shape (C*kernel_height*kernel_width, N*H_out*W_out)
+        ``cols[(c*kh_size + kh)*kw_size + kw, (n*H_out + i)*W_out + j] =
+        xpad[n, c, i*stride + kh, j*stride + kw]``, x's dtype.
+    """
+    g = _geometry(x, kernel_height, kernel_width, stride, pad)
+    x = np.ascontiguousarray(x)
+    K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
+    cols = np.empty((K, g.N * P), dtype=x.dtype)
+    _im2col_into(x, cols.reshape(K, g.N, P), g)
+    return cols
+
+
+def col2im(cols, x_shape, kernel_height, kernel_width, stride=1, pad=0):
+    """Adjoint of :func:`im2col`: add every column entry back at the input position it came from.
+
+    Parameters
+    ----------
+    cols : ndarray of shape (C*kernel_height*kernel_width, N*H_out*W_out), float32 or float64
+    x_shape : tuple of 4 ints (N, C, H, W)
+    kernel_height, kernel_width, stride, pad : int
+        As :func:`im2col`.
+
+    Returns
+    -------
+    dx : ndarray of shape x_shape, cols' dtype
+        Entries that came from the padding are dropped.
+    """
+    _checks.check_array("cols", cols, 2)
+    if not isinstance(x_shape, tuple) or len(x_shape) != 4:
+        raise ValueError(f"x_shape must be a tuple (N, C, H, W), got {x_shape!r}")
+    for name, n in zip("NCHW", x_shape):
+        _checks.check_int(f"x_shape {name}", n, 1)
+    dummy = np.broadcast_to(np.zeros((), dtype=cols.dtype), tuple(int(n) for n in x_shape))
+    g = _geometry(dummy, kernel_height, kernel_width, stride, pad)
+    K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
+    if cols.shape != (K, g.N * P):
+        raise ValueError(f"cols has shape {cols.shape}; x_shape {tuple(x_shape)} with kernel "
+                         f"{g.HH}x{g.WW}, stride {g.stride}, pad {g.pad} needs ({K}, {g.N * P})")
+    cols = np.ascontiguousarray(cols)
+    dx = np.zeros(dummy.shape, dtype=cols.dtype)
+    _col2im_into(cols.reshape(K, g.N, P), dx, g)
+    return dx
+
+
+# ---------------------------------------------------------------- caches
+
+
+class _FastCache:
+    """Base of the fast caches: small objects, recognised by their ``layer`` name."""
+
+    __slots__ = ("layer",)
+
+    def __repr__(self):
+        return f"<{self.layer} cache>"
+
+
+class ConvCache(_FastCache):
+    """What :meth:`FastConv.forward` keeps: the inputs; backward recomputes the columns."""
+
+    __slots__ = ("x", "w", "b", "conv_param")
+
+    def __init__(self, x, w, b, conv_param):
+        self.layer = "FastConv"
+        self.x, self.w, self.b, self.conv_param = x, w, b, conv_param
+
+
+class MaxPoolCache(_FastCache):
+    """What :meth:`FastMaxPool.forward` keeps: the input and the flat argmax per window."""
+
+    __slots__ = ("x", "pool_param", "argmax")
+
+    def __init__(self, x, pool_param, argmax):
+        self.layer = "FastMaxPool"
+        self.x, self.pool_param, self.argmax = x, pool_param, argmax
+
+
+class AvgPoolCache(_FastCache):
+    """What :meth:`FastAvgPool.forward` keeps: the input and the pooling parameters."""
+
+    __slots__ = ("x", "pool_param")
+
+    def __init__(self, x, pool_param):
+        self.layer = "FastAvgPool"
+        self.x, self.pool_param = x, pool_param
+
+
+def _check_fast_cache(cache, cls, layer):
+    if type(cache) is cls:
+        return cache
+    owner = getattr(cache, "layer", None)
+    if isinstance(cache, tuple):
+        raise TypeError(f"{layer}.backward got a tuple cache (from a naive layer's forward?); "
+                        f"it needs the cache returned by {layer}.forward")
+    if isinstance(owner, str):
+        raise TypeError(f"{layer}.backward got a cache made by {owner}.forward; pass it to {owner}.backward")
+    raise TypeError(f"{layer}.backward expects the cache returned by {layer}.forward, "
+                    f"got {type(cache).__name__}")
+
+
+# ---------------------------------------------------------------- convolution
+
+
+class FastConv:
+    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``) by im2col + GEMM."""
+
+    @staticmethod
+    def forward(x, w, b, conv_param):
+        """Convolution forward pass; same contract as :meth:`convnet.layers.Conv.forward`.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W)
+        w : ndarray of shape (F, C, HH, WW)
+        b : ndarray of shape (F,)
+        conv_param : dict
+            ``'stride'`` : int >= 1, ``'pad'`` : int >= 0 (zero padding on every side).
+            x, w and b share one dtype (float32 or float64).
+
+        Returns
+        -------
+        out : ndarray of shape (N, F, H_out, W_out), x's dtype
+            ``H_out = 1 + (H + 2*pad - HH) // stride``, likewise W_out.
+        cache : ConvCache
+            Accepted only by :meth:`FastConv.backward`.
+        """
+        g = _checks.conv_args(x, w, b, conv_param)
+        cache = ConvCache(x, w, b, {"stride": g.stride, "pad": g.pad})
+        x = np.ascontiguousarray(x)
+        K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
+        wmat = np.ascontiguousarray(w).reshape(g.F, K)
+        out = np.empty((g.N, g.F, P), dtype=x.dtype)
+        nb = conv_chunk_size(g, x.itemsize)
+        buf = np.empty(K * nb * P, dtype=x.dtype)
+        bias = b.reshape(1, g.F, 1)
+        for n0 in range(0, g.N, nb):  # loop over chunks of the batch, not elements
+            m = min(nb, g.N - n0)
+            cols = buf[:K * m * P].reshape(K, m * P)
+            _im2col_into(x[n0:n0 + m], cols.reshape(K, m, P), g)
+            res = np.matmul(wmat, cols)
+            np.add(res.reshape(g.F, m, P).transpose(1, 0, 2), bias, out=out[n0:n0 + m])
+        return out.reshape(g.N, g.F, g.H_out, g.W_out), cache
+
+    @staticmethod
+    def backward(dout, cache):
+        """Convolution backward pass.
+
+        Parameters
+        ----------
+        dout : ndarray of shape (N, F, H_out, W_out), the forward pass's dtype
+        cache : ConvCache
+            What :meth:`FastConv.forward` returned.
+
+        Returns
+        -------
+        dx : ndarray of shape (N, C, H, W)
+        dw : ndarray of shape (F, C, HH, WW)
+        db : ndarray of shape (F,)
+        """
+        cache = _check_fast_cache(cache, ConvCache, "FastConv")
+        x, w, b = cache.x, cache.w, cache.b
+        # Re-validate: the cache is a plain object a caller could have edited.
+        g = _checks.conv_args(x, w, b, cache.conv_param)
+        dout = _checks.check_dout(dout, (g.N, g.F, g.H_out, g.W_out), x.dtype, "FastConv")
+        x = np.ascontiguousarray(x)
+        dout = np.ascontiguousarray(dout)
+        K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
+        wmat = np.ascontiguousarray(w).reshape(g.F, K)
+        dx = np.zeros(x.shape, dtype=x.dtype)
+        dw = np.zeros((g.F, K), dtype=x.dtype)
+        db = dout.sum(axis=(0, 2, 3))
+        nb = conv_chunk_size(g, x.itemsize, buffers=2)
+        buf = np.empty(K * nb * P, dtype=x.dtype)
+        dbuf = np.empty(K * nb * P, dtype=x.dtype)
+        d3 = dout.reshape(g.N, g.F, P)
+        for n0 in range(0, g.N, nb):
+            m = min(nb, g.N - n0)
+            cols = buf[:K * m * P].reshape(K, m * P)
+            _im2col_into(x[n0:n0 + m], cols.reshape(K, m, P), g)
+            dmat = np.ascontiguousarray(d3[n0:n0 + m].transpose(1, 0, 2)).reshape(g.F, m * P)
+            dw += np.matmul(dmat, cols.T)
+            dcols = dbuf[:K * m * P].reshape(K, m * P)
+            np.matmul(wmat.T, dmat, out=dcols)
+            _col2im_into(dcols.reshape(K, m, P), dx[n0:n0 + m], g)
+        return dx, dw.reshape(w.shape), db
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _pool_windows(xp, g):
+    """View of every pooling window: (N, C, H_out, W_out, ph, pw)."""
+    win = sliding_window_view(xp, (g.pool_height, g.pool_width), axis=(2, 3))
+    return win[:, :, ::g.stride, ::g.stride][:, :, :g.H_out, :g.W_out]
+
+
+def _maxpool_forward_numpy(x, g):
+    p, ph, pw = g.pad, g.pool_height, g.pool_width
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf) if p else x
+    win = _pool_windows(xp, g).reshape(g.N, g.C, g.H_out, g.W_out, ph * pw)
+    a = np.argmax(win, axis=-1)  # first maximum in row-major order (and the first NaN)
+    out = np.take_along_axis(win, a[..., None], axis=-1)[..., 0]
+    hs = (np.arange(g.H_out) * g.stride - p)[:, None]
+    ws = (np.arange(g.W_out) * g.stride - p)[None, :]
+    idx = (hs + a // pw) * g.W + (ws + a % pw)
+    if p:
+        # A window of nothing but -inf: PyTorch picks its first real element, not the padding.
+        first = np.maximum(hs, 0) * g.W + np.maximum(ws, 0)
+        idx = np.where(out == -np.inf, first, idx)
+    return np.ascontiguousarray(out), idx.astype(np.int32)
+
+
+def _maxpool_backward_numpy(dout, argmax, g):
+    planes = np.arange(g.N * g.C, dtype=np.int64).reshape(g.N, g.C, 1, 1) * (g.H * g.W)
+    flat = (planes + argmax).ravel()
+    dx = np.bincount(flat, weights=dout.ravel(), minlength=g.N * g.C * g.H * g.W)
+    return dx.astype(dout.dtype, copy=False).reshape(g.N, g.C, g.H, g.W)
+
+
+def _avgpool_forward_numpy(x, g):
+    p = g.pad
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+    s = _pool_windows(xp, g).sum(axis=(-2, -1))
+    return (s * x.dtype.type(1.0 / (g.pool_height * g.pool_width))).astype(x.dtype, copy=False)
+
+
+def _avgpool_backward_numpy(dout, g):
+    p, s = g.pad, g.stride
+    dxp = np.zeros((g.N, g.C, g.H + 2 * p, g.W + 2 * p), dtype=dout.dtype)
+    d = dout * dout.dtype.type(1.0 / (g.pool_height * g.pool_width))
+    hspan, wspan = s * (g.H_out - 1) + 1, s * (g.W_out - 1) + 1
+    for kh in range(g.pool_height):  # a loop over window offsets, vectorised over elements
+        for kw in range(g.pool_width):
+            dxp[:, :, kh:kh + hspan:s, kw:kw + wspan:s] += d
+    return np.ascontiguousarray(dxp[:, :, p:p + g.H, p:p + g.W])
+
+
+def _check_plane(g, layer):
+    if g.H * g.W >= 2**31:
+        raise ValueError(f"{layer}: an input plane of {g.H}x{g.W} elements is too large "
+                         f"for int32 argmax indices")
+
+
+class FastMaxPool:
+    """Max pooling by direct loops; any window, stride and padding (padding is -inf)."""
+
+    @staticmethod
+    def forward(x, pool_param):
+        """Max-pool forward pass; same contract as :meth:`convnet.layers.MaxPool.forward`.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W), float32 or float64
+        pool_param : dict
+            ``'pool_height'``, ``'pool_width'``, ``'stride'`` : int >= 1;
+            ``'pad'`` : int, optional, default 0, at most half the window
+            (implicit -inf padding, as PyTorch's ``max_pool2d``).
+
+        Returns
+        -------
+        out : ndarray of shape (N, C, H_out, W_out), x's dtype
+        cache : MaxPoolCache
+            Holds the flat index ``h*W + w`` of each window's first maximum in
+            row-major order; accepted only by :meth:`FastMaxPool.backward`.
+        """
+        g = _checks.pool_args(x, pool_param, "FastMaxPool")
+        _check_plane(g, "FastMaxPool")
+        params = {"pool_height": g.pool_height, "pool_width": g.pool_width, "stride": g.stride, "pad": g.pad}
+        xc = np.ascontiguousarray(x)
+        if HAVE_CYTHON:
+            out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)
+            argmax = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=np.int32)
+            _cpool.maxpool_forward(xc.reshape(g.N * g.C, g.H, g.W), out.reshape(g.N * g.C, g.H_out, g.W_out),
+                                   argmax.reshape(g.N * g.C, g.H_out, g.W_out),
+                                   g.pool_height, g.pool_width, g.stride, g.pad, _threads(x.size))
+        else:
+            out, argmax = _maxpool_forward_numpy(xc, g)
+        return out, MaxPoolCache(x, params, argmax)
+
+    @staticmethod
+    def backward(dout, cache):
+        """Max-pool backward pass: each window's gradient goes to its first maximum; overlaps add up.
+
+        Parameters
+        ----------
+        dout : ndarray of shape (N, C, H_out, W_out), the forward pass's dtype
+        cache : MaxPoolCache
+            What :meth:`FastMaxPool.forward` returned.
+
+        Returns
+        -------
+        dx : ndarray of shape (N, C, H, W)
+        """
+        cache = _check_fast_cache(cache, MaxPoolCache, "FastMaxPool")
+        g = _checks.pool_args(cache.x, cache.pool_param, "FastMaxPool")
+        _check_plane(g, "FastMaxPool")
+        shape = (g.N, g.C, g.H_out, g.W_out)
+        dout = _checks.check_dout(dout, shape, cache.x.dtype, "FastMaxPool")
+        argmax = cache.argmax
+        # The kernel writes dx at these indices: check them, the cache may have been edited.
+        if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32 or argmax.shape != shape:
+            raise ValueError(f"FastMaxPool: the cache's argmax must be an int32 array of shape {shape}; "
+                             "pass the cache FastMaxPool.forward returned, unmodified")
+        lo, hi = (int(argmax.min()), int(argmax.max()))
+        if lo < 0 or hi >= g.H * g.W:
+            raise ValueError(f"FastMaxPool: the cache's argmax holds indices in [{lo}, {hi}], outside "
+                             f"[0, {g.H * g.W}) for {g.H}x{g.W} planes; the cache was modified")
+        dout = np.ascontiguousarray(dout)
+        argmax = np.ascontiguousarray(argmax)
+        if HAVE_CYTHON:
+            dx = np.zeros((g.N, g.C, g.H, g.W), dtype=dout.dtype)  # lazily zeroed pages: no extra pass
+            _cpool.maxpool_backward(dout.reshape(g.N * g.C, g.H_out * g.W_out),
+                                    argmax.reshape(g.N * g.C, g.H_out * g.W_out),
+                                    dx.reshape(g.N * g.C, g.H * g.W), _threads(dx.size), False)
+            return dx
+        return _maxpool_backward_numpy(dout, argmax, g)
+
+
+class FastAvgPool:
+    """Average pooling by direct loops; zero padding counts in the divisor (PyTorch's default)."""
+
+    @staticmethod
+    def forward(x, pool_param):
+        """Average-pool forward pass; same contract as :meth:`convnet.layers.AvgPool.forward`.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W), float32 or float64
+        pool_param : dict
+            As :meth:`FastMaxPool.forward`; padding is zeros and every window
+            divides by ``pool_height * pool_width`` (``count_include_pad=True``).
+
+        Returns
+        -------
+        out : ndarray of shape (N, C, H_out, W_out), x's dtype
+        cache : AvgPoolCache
+            Accepted only by :meth:`FastAvgPool.backward`.
+        """
+        g = _checks.pool_args(x, pool_param, "FastAvgPool")
+        params = {"pool_height": g.pool_height, "pool_width": g.pool_width, "stride": g.stride, "pad": g.pad}
+        xc = np.ascontiguousarray(x)
+        if HAVE_CYTHON:
+            out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)
+            _cpool.avgpool_forward(xc.reshape(g.N * g.C, g.H, g.W), out.reshape(g.N * g.C, g.H_out, g.W_out),
+                                   g.pool_height, g.pool_width, g.stride, g.pad, _threads(x.size))
+        else:
+            out = _avgpool_forward_numpy(xc, g)
+        return out, AvgPoolCache(x, params)
+
+    @staticmethod
+    def backward(dout, cache):
+        """Average-pool backward pass: each window spreads ``dout / (ph * pw)``; overlaps add up.
+
+        Parameters
+        ----------
+        dout : ndarray of shape (N, C, H_out, W_out), the forward pass's dtype
+        cache : AvgPoolCache
+            What :meth:`FastAvgPool.forward` returned.
+
+        Returns
+        -------
+        dx : ndarray of shape (N, C, H, W)
+        """
+        cache = _check_fast_cache(cache, AvgPoolCache, "FastAvgPool")
+        g = _checks.pool_args(cache.x, cache.pool_param, "FastAvgPool")
+        dout = _checks.check_dout(dout, (g.N, g.C, g.H_out, g.W_out), cache.x.dtype, "FastAvgPool")
+        dout = np.ascontiguousarray(dout)
+        if HAVE_CYTHON:
+            dx = np.empty((g.N, g.C, g.H, g.W), dtype=dout.dtype)
+            _cpool.avgpool_backward(dout.reshape(g.N * g.C, g.H_out, g.W_out), dx.reshape(g.N * g.C, g.H, g.W),
+                                    g.pool_height, g.pool_width, g.stride, g.pad, _threads(dx.size))
+            return dx
+        return _avgpool_backward_numpy(dout, g)

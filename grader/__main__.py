@@ -1,0 +1,147 @@
+"""``python -m grader [SUBMISSION ...]`` (also ``convnet-grade``): grade submissions, print a table, write results.json.
+
+Usage::
+
+    python -m grader                         # grade the bundled reference
+    python -m grader sub/ --json results.json
+    python -m grader sub.zip --visible-only  # what students run locally
+    python -m grader a/ b.zip c/ --jobs 2 --json-dir OUT/   # one OUT/<name>.json each
+    python -m grader --batch SUBMISSIONS/ OUT/ --jobs 2     # every entry of SUBMISSIONS/
+    python -m grader release OUT/            # the student starter (grader.release)
+    python -m grader bundle OUT.zip          # the Gradescope bundle (grader.bundle)
+
+The exit code is 0 whenever grading completed, whatever the score; 2 for bad
+usage; 1 when the grader itself failed (a minimal results.json is still written).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+SUBCOMMANDS = {"release": "grader.release", "bundle": "grader.bundle"}
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m grader", description="Grade convnet submissions in a sandbox.")
+    p.add_argument("submissions", nargs="*", help="directory or .zip (default: the bundled reference)")
+    p.add_argument("--json", metavar="PATH", help="write Gradescope's results.json here (one submission)")
+    p.add_argument("--json-dir", metavar="DIR", help="with several submissions: DIR/<name>.json each")
+    p.add_argument("--batch", nargs=2, metavar=("DIR", "OUTDIR"), help="grade every entry of DIR into OUTDIR")
+    p.add_argument("--visible-only", action="store_true", help="run only the visible checks")
+    p.add_argument("--jobs", type=int, default=2, help="children (or submissions) run at once (default 2)")
+    p.add_argument("--timeout", type=float, default=30.0, help="wall-clock seconds per child (default 30)")
+    p.add_argument("--seed", type=int, default=None, help="secret seed (default: a fresh random one)")
+    p.add_argument("--quiet", action="store_true", help="no table and no progress bar")
+    return p
+
+
+def _progress_bar(total_hint: str, quiet: bool):
+    if quiet:
+        return None, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return (lambda d, t, n: print(f"[{d}/{t}] {n}", file=sys.stderr)), (lambda: None)
+    bar = {"b": None}
+    lock = threading.Lock()
+
+    def update(done, total, name):
+        with lock:
+            if bar["b"] is None:
+                bar["b"] = tqdm(total=total, desc=total_hint, file=sys.stderr, leave=False)
+            bar["b"].set_postfix_str(str(name)[:30])
+            bar["b"].update(done - bar["b"].n)
+
+    def close():
+        if bar["b"] is not None:
+            bar["b"].close()
+
+    return update, close
+
+
+def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0, seed=None, quiet=False):
+    """Grade one submission (None: the reference); returns (results dict, table text). Always writes json_path."""
+    from grader import report
+
+    t0 = time.perf_counter()
+    try:
+        from grader import engine, sandbox
+
+        sub = sandbox.reference_submission() if path is None else sandbox.load_submission(path)
+        progress, close = _progress_bar(Path(str(path or "reference")).name, quiet)
+        try:
+            graded = engine.grade(sub, visible_only=visible_only, jobs=jobs, timeout=timeout, progress=progress,
+                                  secret_seed=seed)
+        finally:
+            close()
+        results = report.results_json(graded, time.perf_counter() - t0)
+        text = report.table(graded)
+    except BaseException as exc:
+        results = report.failure_json(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                                      time.perf_counter() - t0)
+        if json_path:
+            report.write_json(results, json_path)
+        raise
+    if json_path:
+        report.write_json(results, json_path)
+    return results, text
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return int(module.main(argv[1:]) or 0)
+    args = _parser().parse_args(argv)
+    subs = [Path(s) for s in args.submissions]
+    if args.batch:
+        src, outdir = Path(args.batch[0]), Path(args.batch[1])
+        subs += sorted(p for p in src.iterdir() if not p.name.startswith("."))
+        args.json_dir = str(outdir)
+    if len(subs) > 1 and not args.json_dir:
+        print("several submissions need --json-dir DIR (or --batch DIR OUTDIR)", file=sys.stderr)
+        return 2
+    if len(subs) > 1 and args.json:
+        print("--json is for one submission; use --json-dir with several", file=sys.stderr)
+        return 2
+    status = 0
+    if len(subs) <= 1:
+        path = subs[0] if subs else None
+        try:
+            results, text = grade_one(path, args.json, visible_only=args.visible_only, jobs=args.jobs,
+                                      timeout=args.timeout, seed=args.seed, quiet=args.quiet)
+        except Exception as exc:  # noqa: BLE001 - results.json was written by grade_one
+            print(f"grader failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        if not args.quiet:
+            print(text)
+            print(f"execution time {results['execution_time']:.1f} s")
+        return 0
+    outdir = Path(args.json_dir)
+
+    def one(path):
+        try:
+            res, _ = grade_one(path, outdir / f"{path.stem}.json", visible_only=args.visible_only, jobs=1,
+                               timeout=args.timeout, seed=args.seed, quiet=True)
+            return path, res["score"], None
+        except Exception as exc:  # noqa: BLE001
+            return path, None, f"{type(exc).__name__}: {exc}"
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for path, score, err in pool.map(one, subs):
+            if err:
+                status = 1
+                print(f"{path}: grader failed: {err}", file=sys.stderr)
+            elif not args.quiet:
+                print(f"{path}: {score:g}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

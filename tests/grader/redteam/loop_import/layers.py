@@ -1,0 +1,3 @@
+# Red team: never finish importing.
+while True:
+    pass
