@@ -40,7 +40,8 @@ def test_reference_scores_full_marks_end_to_end(tmp_path, capsys):
     total = sum(t["max_score"] for t in data["tests"])
     assert total > 0 and data["score"] == total
     for t in data["tests"]:
-        if t["max_score"] > 0:
+        # Zero-point environment checks of the fast path must pass too, bar the speed ratio.
+        if t["max_score"] > 0 or "timing" not in t["tags"]:
             assert t["status"] == "passed", t
     assert elapsed < 90, f"grading the reference took {elapsed:.1f} s"
     print(f"reference graded in {elapsed:.1f} s")
