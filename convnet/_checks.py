@@ -73,6 +73,17 @@ def check_array(name: str, a, ndim=None) -> np.ndarray:
     return a
 
 
+def check_float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """A dtype argument (``np.float32``, ``'float64'``, ...) that names float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
 def check_same_dtype(**arrays: np.ndarray) -> np.dtype:
     """All arrays share one dtype; mixed float32/float64 is refused, not silently upcast."""
     dtypes = {name: a.dtype for name, a in arrays.items()}

@@ -27,16 +27,6 @@ __all__ = ["load_digits", "load_cifar10"]
 _SPLITS = ("train", "val", "test")
 
 
-def _float_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _checks.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def _stratified_split(y, fractions, rng):
     """Indices of each split: every class is divided in the given proportions (largest-remainder rounding)."""
     parts = [[] for _ in fractions]
@@ -88,7 +78,7 @@ def load_digits(seed=0, val_fraction=0.15, test_fraction=0.15, dtype=np.float32,
     if val_fraction + test_fraction > 0.5:
         raise ValueError(f"val_fraction + test_fraction must be at most 0.5, got "
                          f"{val_fraction} + {test_fraction} = {val_fraction + test_fraction}")
-    dtype = _float_dtype(dtype)
+    dtype = _checks.check_float_dtype(dtype)
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as exc:
@@ -222,7 +212,7 @@ def load_cifar10(root, num_val=1000, num_train=None, dtype=np.float32, subtract_
         A file is not a CIFAR-10 batch, or ``num_val`` leaves no training images.
     """
     root = os.fspath(root)
-    dtype = _float_dtype(dtype)
+    dtype = _checks.check_float_dtype(dtype)
     num_val = _checks.check_int("num_val", num_val, 1)
     if num_train is not None:
         num_train = _checks.check_int("num_train", num_train, 1)

@@ -41,16 +41,6 @@ _FORMAT_VERSION = 1
 # ---------------------------------------------------------------- validation helpers
 
 
-def _check_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _checks.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def _check_seed(seed):
     if seed is None:
         return None
@@ -109,7 +99,7 @@ def kaiming_initializer(Din, Dout, K=None, relu=True, dtype=np.float32, rng=None
         K = _checks.check_int("K", K, 1)
     if not isinstance(relu, (bool, np.bool_)):
         raise TypeError(f"relu must be True or False, got {relu!r}")
-    dtype = _check_dtype(dtype)
+    dtype = _checks.check_float_dtype(dtype)
     if rng is None:
         rng = np.random.default_rng()
     elif not isinstance(rng, np.random.Generator):
@@ -350,7 +340,7 @@ class TwoLayerNet(Model):
         num_classes = _checks.check_int("num_classes", num_classes, 1)
         weight_scale = _check_weight_scale(weight_scale, allow_kaiming=False)
         self.reg = _checks.check_real("reg", reg, low=0.0)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = _checks.check_float_dtype(dtype)
         seed = _check_seed(seed)
         self.input_shape = (input_dim,)
         self._config = dict(input_dim=input_dim, hidden_dim=hidden_dim, num_classes=num_classes,
@@ -432,7 +422,7 @@ class FullyConnectedNet(Model):
         dropout = _checks.check_real("dropout", dropout, low=0.0, high=1.0, high_open=True)
         self.reg = _checks.check_real("reg", reg, low=0.0)
         weight_scale = _check_weight_scale(weight_scale, allow_kaiming=False)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = _checks.check_float_dtype(dtype)
         seed = _check_seed(seed)
         self.input_shape = (input_dim,)
         self.num_layers = len(hidden_dims) + 1
@@ -531,7 +521,7 @@ class ThreeLayerConvNet(Model):
         num_classes = _checks.check_int("num_classes", num_classes, 1)
         weight_scale = _check_weight_scale(weight_scale, allow_kaiming=False)
         self.reg = _checks.check_real("reg", reg, low=0.0)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = _checks.check_float_dtype(dtype)
         seed = _check_seed(seed)
         pad = (filter_size - 1) // 2
         H_conv, W_conv = (_checks.output_size(n, filter_size, 1, pad) for n in (H, W))
@@ -640,7 +630,7 @@ class DeepConvNet(Model):
             raise TypeError(f"weight_initializer must be callable or None, got {type(weight_initializer).__name__}")
         weight_scale = _check_weight_scale(weight_scale, allow_kaiming=True)
         self.reg = _checks.check_real("reg", reg, low=0.0)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = _checks.check_float_dtype(dtype)
         seed = _check_seed(seed)
         h, w = H, W
         for i in range(L):

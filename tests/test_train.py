@@ -56,9 +56,9 @@ def test_thread_limit_is_scoped():
 
 @pytest.mark.slow
 def test_digits_reach_97_percent(tmp_path):
-    # The real command, in its own process, as a user runs it.
+    # The real command, in its own process, as a user runs it (outside the source tree, which -m would import).
     proc = subprocess.run([sys.executable, "-m", "convnet", "train", "--out", str(tmp_path), "--quiet"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert _accuracy(proc.stdout, "test") >= 0.97, proc.stdout
     assert _accuracy(proc.stdout, "validation") >= 0.97, proc.stdout
