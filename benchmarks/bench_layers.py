@@ -198,6 +198,8 @@ def main(argv=None):
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--threads", type=int, default=None, help="threads for BLAS, OpenMP and torch")
+    ap.add_argument("--algorithm", choices=list(fast.CONV_ALGORITHMS), default="auto",
+                    help="convolution algorithm of the fast layer (default auto: Winograd where it pays)")
     ap.add_argument("--stat", choices=["median", "min"], default="median",
                     help="statistic over the repeats (min resists a busy machine better)")
     args = ap.parse_args(argv)
@@ -222,17 +224,20 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(threads)
     # The Cython pooling kernels split planes over this many OpenMP threads.
-    fast._MAX_THREADS = threads
+    fast.set_num_threads(threads)
+    fast.set_conv_algorithm(args.algorithm)
 
     meta = {
         "python": sys.version.split()[0], "numpy": np.__version__, "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "threads": threads, "have_cython": fast.HAVE_CYTHON,
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
-        "column_budget": fast.get_column_budget(), "stat": args.stat, "load_average": os.getloadavg()[0],
+        "column_budget": fast.get_column_budget(), "stat": args.stat, "algorithm": args.algorithm,
+        "load_average": os.getloadavg()[0],
     }
     print(f"threads: numpy BLAS / OpenMP {threads}, torch {meta['torch_threads']}; "
-          f"HAVE_CYTHON={fast.HAVE_CYTHON}; torch {meta['torch']}; repeats {args.repeats} ({args.stat}); "
+          f"HAVE_CYTHON={fast.HAVE_CYTHON}; conv algorithm {args.algorithm}; torch {meta['torch']}; "
+          f"repeats {args.repeats} ({args.stat}); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     peaks = {}
     for d in dtypes:

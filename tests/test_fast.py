@@ -741,3 +741,439 @@ def test_read_only_inputs_and_small_caches():
         np.testing.assert_allclose(Fast.backward(dout, cache),
                                    Naive.backward(dout, Naive.forward(x, pool_param(2, 2, 2))[1]), **tol(np.float64))
         assert not hasattr(cache, "__dict__")
+
+
+# ---------------------------------------------------------------- thread control
+
+
+def test_set_num_threads_round_trip_and_default():
+    default = fast.get_num_threads()
+    assert isinstance(default, int) and default >= 1
+    try:
+        assert fast.set_num_threads(1) == default
+        assert fast.get_num_threads() == 1
+        assert fast.set_num_threads(np.int64(3)) == 1
+        assert fast.get_num_threads() == 3
+        assert fast.set_num_threads(None) == 3
+        assert fast.get_num_threads() == default
+        fast.set_num_threads(2)
+        assert fast.set_num_threads(0) == 2
+        assert fast.get_num_threads() == default
+    finally:
+        fast.set_num_threads(None)
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), (1.0, TypeError), ("2", TypeError), (True, TypeError)])
+def test_set_num_threads_rejects_bad_values(bad, exc):
+    before = fast.get_num_threads()
+    with pytest.raises(exc, match="set_num_threads"):
+        fast.set_num_threads(bad)
+    assert fast.get_num_threads() == before
+
+
+@pytest.mark.skipif(not fast.HAVE_CYTHON, reason="compiled kernels not in use (CONVNET_PUREPYTHON=1 or not built)")
+def test_num_threads_reaches_the_pool_kernels(monkeypatch):
+    # The thread count is what the kernels are given; results do not depend on it.
+    calls = []
+    monkeypatch.setattr(fast, "_PARALLEL_MIN_WORK", 0)
+    real = fast._threads
+    monkeypatch.setattr(fast, "_threads", lambda work: calls.append(real(work)) or calls[-1])
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    outs = []
+    try:
+        for n in (1, 2):
+            fast.set_num_threads(n)
+            outs.append(FastMaxPool.forward(x, pool_param(2, 2, 2))[0])
+    finally:
+        fast.set_num_threads(None)
+    assert calls == [1, 2]
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+# ---------------------------------------------------------------- Winograd F(2x2, 3x3)
+
+# Winograd adds and subtracts up to 16 inputs (and 16 products) before and after
+# the multiplications, so its rounding error is relative to the scale of the
+# whole tile, not of each output entry: measured max|fast - exact| about 3e-7
+# (float32) and 1e-16 (float64) times max|exact|. The bounds below leave a 30x margin.
+WINO_REL = {np.float32: 1e-5, np.float64: 1e-13}
+
+
+def assert_close_scaled(a, ref, dtype, what=""):
+    """max|a - ref| <= WINO_REL[dtype] * max(max|ref|, 1) (an error relative to the array's scale).
+
+    The floor of 1 is the scale of the standard-normal inputs: a result that
+    cancels to near zero (e.g. db, a sum of a few dout entries) still carries
+    rounding errors of the size of its terms.
+    """
+    assert a.shape == ref.shape and a.dtype == dtype, what
+    err = float(np.max(np.abs(a.astype(np.float64) - ref))) if a.size else 0.0
+    bound = WINO_REL[dtype] * max(float(np.max(np.abs(ref))), 1.0)
+    assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g}"
+
+
+@pytest.fixture
+def conv_algorithm():
+    """Set the conv algorithm for one test and restore the previous choice afterwards."""
+    previous = fast.get_conv_algorithm()
+    yield fast.set_conv_algorithm
+    fast.set_conv_algorithm(previous)
+
+
+def test_conv_algorithm_switch_validates_and_round_trips(conv_algorithm):
+    assert fast.get_conv_algorithm() == "auto"
+    assert set(fast.CONV_ALGORITHMS) == {"auto", "im2col", "winograd"}
+    assert conv_algorithm("winograd") == "auto"
+    assert conv_algorithm("im2col") == "winograd"
+    assert fast.get_conv_algorithm() == "im2col"
+    for bad in ("fft", "Winograd", None, 1):
+        with pytest.raises(ValueError, match="conv algorithm must be one of"):
+            fast.set_conv_algorithm(bad)
+    assert fast.get_conv_algorithm() == "im2col"
+
+
+def _exact_conv(x, w, b, cp, dout):
+    """The naive layer in float64: the reference for both dtypes."""
+    x64, w64, b64, d64 = (a.astype(np.float64) for a in (x, w, b, dout))
+    out, cache = layers.Conv.forward(x64, w64, b64, cp)
+    return (out,) + tuple(layers.Conv.backward(d64, cache))
+
+
+# (N, C, H, W, F, pad): odd sizes give partial edge tiles; H_out = H + 2*pad - 2.
+WINO_CASES = {
+    "pad0_even": (2, 3, 6, 8, 4, 0),
+    "pad0_odd": (2, 2, 7, 5, 3, 0),
+    "pad1_odd": (3, 4, 7, 9, 5, 1),
+    "pad2_odd": (2, 3, 5, 7, 2, 2),
+    "pad1_single_image": (1, 5, 6, 6, 3, 1),
+    "pad1_one_output_col": (2, 2, 4, 1, 2, 1),
+    "pad0_one_output": (1, 2, 3, 3, 2, 0),
+    "pad3": (2, 2, 3, 4, 2, 3),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(WINO_CASES.values()), ids=list(WINO_CASES))
+def test_winograd_matches_naive(case, dtype, conv_algorithm):
+    N, C, H, W, F, p = case
+    x, w, b, cp = conv_inputs((N, C, H, W, F, 3, 3, 1, p), dtype, seed=sum(case))
+    conv_algorithm("winograd")
+    assert fast._use_winograd(_checks.conv_args(x, w, b, cp))
+    out, cache = FastConv.forward(x, w, b, cp)
+    dout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+    got = (out,) + tuple(FastConv.backward(dout, cache))
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, _exact_conv(x, w, b, cp, dout)):
+        assert_close_scaled(a, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_winograd_matches_torch(pad, dtype, conv_algorithm):
+    torch = torch_or_skip()
+    import torch.nn.functional as TF
+    x, w, b, cp = conv_inputs((6, 32, 15, 12, 24, 3, 3, 1, pad), dtype, seed=pad)
+    conv_algorithm("winograd")
+    out, cache = FastConv.forward(x, w, b, cp)
+    dout = np.random.default_rng(7).standard_normal(out.shape).astype(dtype)
+    dx, dw, db = FastConv.backward(dout, cache)
+    tx, tw, tb = (torch.from_numpy(a).double().requires_grad_() for a in (x, w, b))
+    tout = TF.conv2d(tx, tw, tb, stride=1, padding=pad)
+    tout.backward(torch.from_numpy(dout).double())
+    for name, a, r in zip(("out", "dx", "dw", "db"), (out, dx, dw, db),
+                          (tout.detach(), tx.grad, tw.grad, tb.grad)):
+        assert_close_scaled(a, r.numpy(), dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_agrees_with_im2col(dtype, conv_algorithm):
+    x, w, b, cp = conv_inputs((3, 17, 9, 10, 16, 3, 3, 1, 1), dtype, seed=3)
+    dout = np.random.default_rng(4).standard_normal((3, 16, 9, 10)).astype(dtype)
+    results = {}
+    for algo in ("im2col", "winograd"):
+        conv_algorithm(algo)
+        out, cache = FastConv.forward(x, w, b, cp)
+        results[algo] = (out,) + tuple(FastConv.backward(dout, cache))
+    for name, a, r in zip(("out", "dx", "dw", "db"), results["winograd"], results["im2col"]):
+        assert_close_scaled(a, r.astype(np.float64), dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_chunked_batch_matches_unchunked(dtype, conv_algorithm):
+    # A one-byte budget forces one image per chunk, a large one takes the batch at once.
+    x, w, b, cp = conv_inputs((5, 3, 7, 6, 4, 3, 3, 1, 1), dtype, seed=21)
+    g = _checks.conv_args(x, w, b, cp)
+    dout = np.random.default_rng(22).standard_normal((5, 4, 7, 6)).astype(dtype)
+    conv_algorithm("winograd")
+    results = []
+    for budget in (1, 2**30):
+        old = fast.set_column_budget(budget)
+        try:
+            out, cache = FastConv.forward(x, w, b, cp)
+            results.append((fast.winograd_chunk_size(g, x.itemsize), out, FastConv.backward(dout, cache)))
+        finally:
+            fast.set_column_budget(old)
+    (n1, out1, grads1), (n5, out5, grads5) = results
+    assert (n1, n5) == (1, 5)
+    np.testing.assert_allclose(out1, out5, rtol=WINO_REL[dtype], atol=WINO_REL[dtype])
+    for a, r in zip(grads1, grads5):
+        np.testing.assert_allclose(a, r, rtol=WINO_REL[dtype], atol=WINO_REL[dtype] * 10)
+
+
+def test_winograd_buffers_stay_within_budget(conv_algorithm):
+    N, C, H, W, F = 64, 8, 16, 16, 8
+    x, w, b, cp = conv_inputs((N, C, H, W, F, 3, 3, 1, 1), np.float64, seed=0)
+    conv_algorithm("winograd")
+    per_image = 16 * (C + F) * 8 * 8 * 8  # transformed input and output tiles: 128 KiB
+    budget = 2 * per_image
+    old = fast.set_column_budget(budget)
+    try:
+        assert fast.winograd_chunk_size(_checks.conv_args(x, w, b, cp), 8) == 2
+        out, cache = FastConv.forward(x, w, b, cp)
+        dout = np.ones_like(out)
+        tracemalloc.start()
+        FastConv.forward(x, w, b, cp)
+        fwd_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        FastConv.backward(dout, cache)
+        bwd_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    finally:
+        fast.set_column_budget(old)
+    # tiles (+ up to 4 KiB padding per slab) + output (+ filter transforms); backward adds dx.
+    slack = 32 * 4096 + 2**20
+    assert fwd_peak <= budget + out.nbytes + slack, (fwd_peak, budget)
+    assert bwd_peak <= budget + x.nbytes + slack, (bwd_peak, budget)
+    assert fwd_peak < N * per_image
+
+
+@pytest.mark.parametrize("case, expect", [
+    ((2, 16, 8, 8, 16, 3, 3, 1, 1), True),   # enough channels: Winograd
+    ((2, 3, 8, 8, 32, 3, 3, 1, 1), False),   # C1-like: 3 channels, im2col
+    ((2, 16, 8, 8, 8, 3, 3, 1, 1), False),   # too few output channels
+    ((2, 16, 8, 8, 16, 3, 3, 2, 1), False),  # stride 2
+    ((2, 16, 8, 8, 16, 5, 5, 1, 2), False),  # 5x5
+    ((2, 16, 8, 8, 16, 3, 2, 1, 1), False),  # 3x2
+])
+def test_auto_picks_winograd_only_where_it_pays(case, expect, conv_algorithm):
+    x, w, b, cp = conv_inputs(case, np.float32, seed=0)
+    g = _checks.conv_args(x, w, b, cp)
+    assert fast._use_winograd(g) is (expect and fast.HAVE_CYTHON)
+    conv_algorithm("im2col")
+    assert fast._use_winograd(g) is False
+    conv_algorithm("winograd")
+    assert fast._use_winograd(g) is (g.HH == g.WW == 3 and g.stride == 1)
+
+
+@pytest.mark.parametrize("case", [(2, 3, 7, 6, 2, 3, 2, 1, 1), (2, 3, 8, 7, 2, 3, 3, 2, 1),
+                                  (2, 2, 6, 6, 3, 5, 5, 1, 2)])
+def test_forced_winograd_falls_back_to_im2col_elsewhere(case, conv_algorithm):
+    conv_algorithm("winograd")
+    check_conv_vs_naive(case, np.float64, seed=2)
+
+
+@pytest.mark.skipif(not fast.HAVE_CYTHON, reason="compiled kernels not in use (CONVNET_PUREPYTHON=1 or not built)")
+@pytest.mark.parametrize("case", [WINO_CASES["pad1_odd"], WINO_CASES["pad2_odd"]])
+def test_winograd_kernels_multithreaded(case, monkeypatch, conv_algorithm):
+    monkeypatch.setattr(fast, "_CONV_KERNEL_THREADS", 2)
+    N, C, H, W, F, p = case
+    x, w, b, cp = conv_inputs((N, C, H, W, F, 3, 3, 1, p), np.float64, seed=1)
+    conv_algorithm("winograd")
+    out, cache = FastConv.forward(x, w, b, cp)
+    dout = np.random.default_rng(5).standard_normal(out.shape)
+    got = (out,) + tuple(FastConv.backward(dout, cache))
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, _exact_conv(x, w, b, cp, dout)):
+        assert_close_scaled(a, r, np.float64, name)
+
+
+def test_winograd_numpy_fallback_matches_kernels(conv_algorithm, monkeypatch):
+    # The numpy transforms (CONVNET_PUREPYTHON=1) and the Cython ones agree.
+    if not fast.HAVE_CYTHON:
+        pytest.skip("compiled kernels not in use: only the numpy transforms exist")
+    x, w, b, cp = conv_inputs((2, 3, 7, 5, 4, 3, 3, 1, 2), np.float64, seed=8)
+    dout = np.random.default_rng(9).standard_normal((2, 4, 9, 7))
+    conv_algorithm("winograd")
+    results = []
+    for have in (True, False):
+        monkeypatch.setattr(fast, "HAVE_CYTHON", have)
+        out, cache = FastConv.forward(x, w, b, cp)
+        results.append((out,) + tuple(FastConv.backward(dout, cache)))
+    for a, r in zip(*results):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 3), C=st.integers(1, 4), F=st.integers(1, 4), H=st.integers(1, 9), W=st.integers(1, 9),
+       pad=st.integers(0, 3), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_winograd_matches_naive_sweep(N, C, F, H, W, pad, dtype, seed):
+    if H + 2 * pad < 3 or W + 2 * pad < 3:  # the 3x3 kernel must fit in the padded input
+        pad = 1 + max(0, 1 - min(H, W) // 2)
+    x, w, b, cp = conv_inputs((N, C, H, W, F, 3, 3, 1, pad), dtype, seed)
+    previous = fast.set_conv_algorithm("winograd")
+    try:
+        out, cache = FastConv.forward(x, w, b, cp)
+        dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
+        got = (out,) + tuple(FastConv.backward(dout, cache))
+    finally:
+        fast.set_conv_algorithm(previous)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, _exact_conv(x, w, b, cp, dout)):
+        assert_close_scaled(a, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("max_k", [0, 10**9], ids=["one_gemm", "per_image_gemms"])
+def test_im2col_backward_both_gemm_layouts_match_naive(max_k, dtype, monkeypatch, conv_algorithm):
+    # The backward picks per-image GEMMs for thin layers (small C*HH*WW): force each way.
+    monkeypatch.setattr(fast, "_PER_IMAGE_GEMM_MAX_K", max_k)
+    conv_algorithm("im2col")
+    check_conv_vs_naive((4, 3, 7, 6, 5, 3, 3, 1, 1), dtype, seed=4)
+    check_conv_vs_naive((3, 5, 6, 7, 2, 3, 2, 2, 0), dtype, seed=5)
+
+
+# ---------------------------------------------------------------- batch split across threads
+
+
+def _blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algo, case", [
+    ("im2col", (5, 3, 7, 6, 4, 3, 3, 1, 1)),    # thin: per-image GEMMs
+    ("im2col", (3, 6, 8, 7, 5, 3, 2, 2, 1)),    # one GEMM per chunk
+    ("winograd", (5, 4, 7, 9, 3, 3, 3, 1, 2)),
+])
+def test_split_batch_matches_naive(algo, case, dtype, monkeypatch, conv_algorithm):
+    # Force the split on small inputs: 2 and 3 threads (3 parts of 5 images: 1, 2, 2).
+    _blas_threads()
+    monkeypatch.setattr(fast, "_SPLIT_MIN_WORK", 0)
+    conv_algorithm(algo)
+    for n in (2, 3):
+        previous = fast.set_num_threads(n)
+        try:
+            g = _checks.conv_args(*conv_inputs(case, dtype, 0))
+            assert len(fast._batch_parts(g)) == min(n, case[0])
+            x, w, b, cp = conv_inputs(case, dtype, 6)
+            out, cache = FastConv.forward(x, w, b, cp)
+            dout = np.random.default_rng(7).standard_normal(out.shape).astype(dtype)
+            got = (out,) + tuple(FastConv.backward(dout, cache))
+        finally:
+            fast.set_num_threads(previous)
+        for name, a, r in zip(("out", "dx", "dw", "db"), got, _exact_conv(x, w, b, cp, dout)):
+            assert_close_scaled(a, r, dtype, name)
+
+
+def test_split_batch_restores_blas_threads_and_propagates_errors(monkeypatch):
+    before = _blas_threads()
+    monkeypatch.setattr(fast, "_SPLIT_MIN_WORK", 0)
+    previous = fast.set_num_threads(2)
+    try:
+        seen = []
+
+        def work(lo, hi):
+            seen.append((lo, hi, _blas_threads()))
+            if lo > 0:
+                raise RuntimeError("worker failed")
+            return lo
+
+        with pytest.raises(RuntimeError, match="worker failed"):
+            fast._run_parts(work, [(0, 2), (2, 4)])
+        assert sorted(s[:2] for s in seen) == [(0, 2), (2, 4)]
+        assert all(all(t == 1 for t in s[2]) for s in seen)  # BLAS on one thread inside
+        assert sorted(fast._run_parts(lambda lo, hi: hi - lo, [(0, 3), (3, 4), (4, 9)])) == [1, 3, 5]
+    finally:
+        fast.set_num_threads(previous)
+    assert _blas_threads() == before
+
+
+def test_no_split_when_disabled_small_or_single_threaded(monkeypatch):
+    g = _checks.conv_args(*conv_inputs((8, 16, 16, 16, 16, 3, 3, 1, 1), np.float32, 0))
+    previous = fast.set_num_threads(2)
+    try:
+        monkeypatch.setattr(fast, "_SPLIT_MIN_WORK", 0)
+        expect = 2 if fast._blas_controller() else 1
+        assert len(fast._batch_parts(g)) == expect
+        monkeypatch.setattr(fast, "_SPLIT_BATCH", False)
+        assert fast._batch_parts(g) == [(0, 8)]
+        monkeypatch.setattr(fast, "_SPLIT_BATCH", True)
+        fast.set_num_threads(1)
+        assert fast._batch_parts(g) == [(0, 8)]
+        fast.set_num_threads(2)
+        monkeypatch.setattr(fast, "_SPLIT_MIN_WORK", 10**12)
+        assert fast._batch_parts(g) == [(0, 8)]
+    finally:
+        fast.set_num_threads(previous)
+
+
+def test_split_batch_buffers_stay_within_budget(monkeypatch):
+    # Each of the 2 threads gets half the budget: together they stay within it.
+    monkeypatch.setattr(fast, "_SPLIT_MIN_WORK", 0)
+    _blas_threads()
+    N, C, H, W, F = 64, 8, 16, 16, 4
+    x, w, b, cp = conv_inputs((N, C, H, W, F, 3, 3, 2, 1), np.float64, seed=0)
+    per_image_cols = C * 9 * 8 * 8 * 8
+    budget = 8 * per_image_cols
+    old = fast.set_column_budget(budget)
+    previous = fast.set_num_threads(2)
+    try:
+        out, cache = FastConv.forward(x, w, b, cp)
+        tracemalloc.start()
+        FastConv.forward(x, w, b, cp)
+        FastConv.backward(np.ones_like(out), cache)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    finally:
+        fast.set_column_budget(old)
+        fast.set_num_threads(previous)
+    assert peak <= budget + x.nbytes + 2 * out.nbytes + 2**20, (peak, budget)
+
+
+def test_split_batch_runs_serially_when_no_thread_can_start(monkeypatch):
+    class NoThreads:
+        _max_workers = 8
+
+        def submit(self, *args):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(fast, "_executor", NoThreads())
+    monkeypatch.setattr(fast, "_blas_controller", lambda: _NullController())
+    calls = []
+    assert sorted(fast._run_parts(lambda lo, hi: calls.append(lo) or hi - lo, [(0, 2), (2, 5), (5, 6)])) == [1, 2, 3]
+    assert sorted(calls) == [0, 2, 5]  # every part exactly once
+
+
+class _NullController:
+    def limit(self, limits):
+        import contextlib
+        return contextlib.nullcontext()
+
+
+def _split_conv_in_child(q):
+    x, w, b, cp = conv_inputs((4, 3, 8, 8, 4, 3, 3, 1, 1), np.float64, 1)
+    q.put(FastConv.forward(x, w, b, cp)[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_split_batch_works_in_a_forked_child(monkeypatch):
+    # The worker pool does not survive fork: the child must start its own, not hang.
+    import multiprocessing
+    _blas_threads()
+    monkeypatch.setattr(fast, "_SPLIT_MIN_WORK", 0)
+    previous = fast.set_num_threads(2)
+    try:
+        x, w, b, cp = conv_inputs((4, 3, 8, 8, 4, 3, 3, 1, 1), np.float64, 1)
+        expected = FastConv.forward(x, w, b, cp)[0]  # the parent's pool now exists
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_split_conv_in_child, args=(q,))
+        p.start()
+        try:
+            got = q.get(timeout=60)  # read before join: the child flushes the queue on exit
+        except Exception:
+            p.kill()
+            pytest.fail("FastConv hung (or failed) in a forked child")
+        p.join(30)
+        assert p.exitcode == 0
+        np.testing.assert_array_equal(got, expected)
+    finally:
+        fast.set_num_threads(previous)

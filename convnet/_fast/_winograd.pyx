@@ -1,0 +1,284 @@
+# cython: language_level=3
+"""Winograd F(2x2, 3x3) tile transforms (private; call them through convnet.fast).
+
+A 3x3 stride-1 convolution with zero padding ``pad`` has ``H_out = H + 2*pad - 2``
+outputs per column; they are cut into ``tH = ceil(H_out/2)`` by ``tW = ceil(W_out/2)``
+tiles of 2x2 outputs. Tile ``(ti, tj)`` reads the 4x4 input patch whose top-left
+corner is ``(2*ti - pad, 2*tj - pad)`` (zero outside the image), and the
+convolution of one tile is ``Y = A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray, 2015)
+with::
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+Layout of the transformed tiles: ``V[k, c, p]`` with ``k = 4*r + s`` the position
+in the 4x4 transformed tile and ``p = (n*tH + ti)*tW + tj``; likewise ``M[k, f, p]``.
+Each ``V[k]`` must be C-contiguous (the kernels do not check); the stride between
+the 16 slabs ``V[k]`` may be larger than ``C*P`` (the caller pads it so the slabs
+do not alias in the cache).
+The 16 products over the channels are then 16 GEMMs ``(16, F, C) @ (16, C, P)``.
+
+The four kernels are the input transform, the output transform (plus bias), and
+their adjoints for the backward pass. Each loops over the image planes, so every
+plane of the output is written by one thread. They do not validate: the caller
+guarantees C-contiguous arrays of one dtype with the shapes stated, and
+``tH = ceil(H_out/2) >= 1``, ``tW = ceil(W_out/2) >= 1``.
+"""
+import numpy as np
+from cython.parallel import prange, threadid
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+
+# The 16 rows k of V (or M) lie kstride elements apart, often a multiple of 4 KiB:
+# writing (or reading) all 16 at once for each tile thrashes one cache set
+# (measured 5-10x slower). So each plane's tiles go through a scratch buffer
+# [16][T], moved to or from V one contiguous row of T elements at a time.
+
+cdef inline void _scatter_rows(const floating* buf, floating* v, Py_ssize_t T,
+                               Py_ssize_t kstride) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(16):
+        memcpy(v + k * kstride, buf + k * T, T * sizeof(floating))
+
+
+cdef inline void _gather_rows(const floating* v, floating* buf, Py_ssize_t T,
+                              Py_ssize_t kstride) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(16):
+        memcpy(buf + k * T, v + k * kstride, T * sizeof(floating))
+
+
+cdef _scratch(floating like, int nthreads, Py_ssize_t tH, Py_ssize_t tW):
+    # Per thread: the [16][T] tile rows, then one zero-padded (2*tH + 2) x (2*tW + 2) plane.
+    return np.empty((max(nthreads, 1), 16 * tH * tW + (2 * tH + 2) * (2 * tW + 2)),
+                    dtype=np.float32 if floating is float else np.float64)
+
+
+cdef inline void _input_plane(const floating* x, floating* v, floating* pl, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t pad, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
+    # v[k*T + ti*tW + tj] = (B^T d B)[k] for every tile of one plane. The plane is
+    # first copied into pl with its zero padding, so no tile needs a bounds check.
+    cdef Py_ssize_t T = tH * tW, Wp = 2 * tW + 2, Hp = 2 * tH + 2
+    cdef Py_ssize_t ti, tj, h, c, o
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef const floating* r2
+    cdef const floating* r3
+    cdef floating a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, e0, e1, e2, e3
+    memset(pl, 0, Hp * Wp * sizeof(floating))
+    for h in range(H):
+        memcpy(pl + (h + pad) * Wp + pad, x + h * W, W * sizeof(floating))
+    for ti in range(tH):
+        r0 = pl + 2 * ti * Wp
+        r1 = r0 + Wp
+        r2 = r1 + Wp
+        r3 = r2 + Wp
+        o = ti * tW
+        for tj in range(tW):
+            c = 2 * tj
+            # d B on each of the 4 rows, then B^T on the columns
+            a0 = r0[c] - r0[c + 2]
+            a1 = r0[c + 1] + r0[c + 2]
+            a2 = r0[c + 2] - r0[c + 1]
+            a3 = r0[c + 1] - r0[c + 3]
+            b0 = r1[c] - r1[c + 2]
+            b1 = r1[c + 1] + r1[c + 2]
+            b2 = r1[c + 2] - r1[c + 1]
+            b3 = r1[c + 1] - r1[c + 3]
+            c0 = r2[c] - r2[c + 2]
+            c1 = r2[c + 1] + r2[c + 2]
+            c2 = r2[c + 2] - r2[c + 1]
+            c3 = r2[c + 1] - r2[c + 3]
+            e0 = r3[c] - r3[c + 2]
+            e1 = r3[c + 1] + r3[c + 2]
+            e2 = r3[c + 2] - r3[c + 1]
+            e3 = r3[c + 1] - r3[c + 3]
+            v[0 * T + o + tj] = a0 - c0
+            v[1 * T + o + tj] = a1 - c1
+            v[2 * T + o + tj] = a2 - c2
+            v[3 * T + o + tj] = a3 - c3
+            v[4 * T + o + tj] = b0 + c0
+            v[5 * T + o + tj] = b1 + c1
+            v[6 * T + o + tj] = b2 + c2
+            v[7 * T + o + tj] = b3 + c3
+            v[8 * T + o + tj] = c0 - b0
+            v[9 * T + o + tj] = c1 - b1
+            v[10 * T + o + tj] = c2 - b2
+            v[11 * T + o + tj] = c3 - b3
+            v[12 * T + o + tj] = b0 - e0
+            v[13 * T + o + tj] = b1 - e1
+            v[14 * T + o + tj] = b2 - e2
+            v[15 * T + o + tj] = b3 - e3
+
+
+def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssize_t pad,
+                    Py_ssize_t tH, Py_ssize_t tW, int nthreads=1):
+    """V[k, c, (n*tH + ti)*tW + tj] = (B^T d B)[k] of the tile (ti, tj) of plane x[n, c]."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t T = tH * tW
+    cdef Py_ssize_t kstride = V.strides[0] // sizeof(floating)
+    cdef Py_ssize_t nc
+    cdef floating[:, ::1] buf = _scratch(x[0, 0, 0, 0], nthreads, tH, tW)
+    cdef floating* tb
+    with nogil:
+        for nc in prange(N * C, schedule="static", num_threads=nthreads):
+            tb = &buf[threadid(), 0]
+            _input_plane(&x[nc // C, nc % C, 0, 0], tb, tb + 16 * T, H, W, pad, tH, tW)
+            _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride)
+
+
+cdef inline void _input_adjoint_plane(const floating* v, floating* pl, floating* dx, Py_ssize_t H,
+                                      Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH,
+                                      Py_ssize_t tW) noexcept nogil:
+    # dx += B dV B^T of every tile of one plane: tiles accumulate into the padded
+    # plane pl, whose interior is then added to dx (the padding is dropped).
+    cdef Py_ssize_t T = tH * tW, Wp = 2 * tW + 2, Hp = 2 * tH + 2
+    cdef Py_ssize_t ti, tj, r, s, o, h, w
+    cdef floating u[16]
+    cdef floating t[16]
+    cdef floating* p
+    memset(pl, 0, Hp * Wp * sizeof(floating))
+    for ti in range(tH):
+        for tj in range(tW):
+            o = ti * tW + tj
+            for r in range(16):
+                u[r] = v[r * T + o]
+            for s in range(4):  # rows: t = B u
+                t[0 + s] = u[0 + s]
+                t[4 + s] = u[4 + s] - u[8 + s] + u[12 + s]
+                t[8 + s] = u[4 + s] + u[8 + s] - u[0 + s]
+                t[12 + s] = -u[12 + s]
+            p = pl + 2 * ti * Wp + 2 * tj
+            for r in range(4):  # columns: t B^T, accumulated into the plane
+                p[r * Wp + 0] += t[4 * r + 0]
+                p[r * Wp + 1] += t[4 * r + 1] - t[4 * r + 2] + t[4 * r + 3]
+                p[r * Wp + 2] += t[4 * r + 1] + t[4 * r + 2] - t[4 * r + 0]
+                p[r * Wp + 3] -= t[4 * r + 3]
+    for h in range(H):
+        p = pl + (h + pad) * Wp + pad
+        for w in range(W):
+            dx[h * W + w] += p[w]
+
+
+def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
+                  Py_ssize_t tH, Py_ssize_t tW, int nthreads=1):
+    """Adjoint of input_transform: dx[n, c] += B dV B^T per tile (dx must be zeroed by the caller)."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t T = tH * tW
+    cdef Py_ssize_t kstride = dV.strides[0] // sizeof(floating)
+    cdef Py_ssize_t nc
+    cdef floating[:, ::1] buf = _scratch(dx[0, 0, 0, 0], nthreads, tH, tW)
+    cdef floating* tb
+    with nogil:
+        for nc in prange(N * C, schedule="static", num_threads=nthreads):
+            tb = &buf[threadid(), 0]
+            _gather_rows(&dV[0, nc % C, (nc // C) * T], tb, T, kstride)
+            _input_adjoint_plane(tb, tb + 16 * T, &dx[nc // C, nc % C, 0, 0], H, W, pad, tH, tW)
+
+
+cdef inline void _output_plane(const floating* m, floating* pl, floating* out, floating bias,
+                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t tH,
+                               Py_ssize_t tW) noexcept nogil:
+    # out = A^T m A + bias for every tile of one plane: one row of tiles goes into
+    # two rows of pl (2*tW wide), then the first Wo entries of each go to out.
+    cdef Py_ssize_t T = tH * tW, Wq = 2 * tW
+    cdef Py_ssize_t ti, tj, s, o, h, w
+    cdef floating t[8]
+    cdef floating u[16]
+    cdef floating* q
+    for ti in range(tH):
+        for tj in range(tW):
+            o = ti * tW + tj
+            for s in range(16):
+                u[s] = m[s * T + o]
+            for s in range(4):  # rows: t = A^T u
+                t[s] = u[s] + u[4 + s] + u[8 + s]
+                t[4 + s] = u[4 + s] - u[8 + s] - u[12 + s]
+            pl[2 * tj] = t[0] + t[1] + t[2]
+            pl[2 * tj + 1] = t[1] - t[2] - t[3]
+            pl[Wq + 2 * tj] = t[4] + t[5] + t[6]
+            pl[Wq + 2 * tj + 1] = t[5] - t[6] - t[7]
+        for h in range(2):
+            if 2 * ti + h < Ho:
+                q = out + (2 * ti + h) * Wo
+                for w in range(Wo):
+                    q[w] = pl[h * Wq + w] + bias
+
+
+def output_transform(const floating[:, :, :] M, const floating[::1] b, floating[:, :, :, ::1] out,
+                     Py_ssize_t tH, Py_ssize_t tW, int nthreads=1):
+    """out[n, f] = A^T m A + b[f] per tile, m = M[:, f, tiles of image n]; edge tiles cropped."""
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t T = tH * tW
+    cdef Py_ssize_t kstride = M.strides[0] // sizeof(floating)
+    cdef Py_ssize_t nf
+    cdef floating[:, ::1] buf = _scratch(out[0, 0, 0, 0], nthreads, tH, tW)
+    cdef floating* tb
+    with nogil:
+        for nf in prange(N * F, schedule="static", num_threads=nthreads):
+            tb = &buf[threadid(), 0]
+            _gather_rows(&M[0, nf % F, (nf // F) * T], tb, T, kstride)
+            _output_plane(tb, tb + 16 * T, &out[nf // F, nf % F, 0, 0], b[nf % F], Ho, Wo, tH, tW)
+
+
+cdef inline void _output_adjoint_plane(const floating* dy, floating* pl, floating* m, Py_ssize_t Ho,
+                                       Py_ssize_t Wo, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
+    # m[k*T + o] = (A dY A^T)[k] for every tile of one plane; dY is first copied
+    # into the zero-padded 2*tH x 2*tW plane pl.
+    cdef Py_ssize_t T = tH * tW, Wq = 2 * tW
+    cdef Py_ssize_t ti, tj, h, o
+    cdef floating y00, y01, y10, y11, t0, t1, t2, t3, t4, t5, t6, t7
+    cdef const floating* p
+    memset(pl, 0, 2 * tH * Wq * sizeof(floating))
+    for h in range(Ho):
+        memcpy(pl + h * Wq, dy + h * Wo, Wo * sizeof(floating))
+    for ti in range(tH):
+        p = pl + 2 * ti * Wq
+        o = ti * tW
+        for tj in range(tW):
+            y00 = p[2 * tj]
+            y01 = p[2 * tj + 1]
+            y10 = p[Wq + 2 * tj]
+            y11 = p[Wq + 2 * tj + 1]
+            # columns: t[a, s] = (dY A^T)[a, s]; rows: A t
+            t0 = y00
+            t1 = y00 + y01
+            t2 = y00 - y01
+            t3 = -y01
+            t4 = y10
+            t5 = y10 + y11
+            t6 = y10 - y11
+            t7 = -y11
+            m[0 * T + o + tj] = t0
+            m[1 * T + o + tj] = t1
+            m[2 * T + o + tj] = t2
+            m[3 * T + o + tj] = t3
+            m[4 * T + o + tj] = t0 + t4
+            m[5 * T + o + tj] = t1 + t5
+            m[6 * T + o + tj] = t2 + t6
+            m[7 * T + o + tj] = t3 + t7
+            m[8 * T + o + tj] = t0 - t4
+            m[9 * T + o + tj] = t1 - t5
+            m[10 * T + o + tj] = t2 - t6
+            m[11 * T + o + tj] = t3 - t7
+            m[12 * T + o + tj] = -t4
+            m[13 * T + o + tj] = -t5
+            m[14 * T + o + tj] = -t6
+            m[15 * T + o + tj] = -t7
+
+
+def output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :] dM, Py_ssize_t tH,
+                   Py_ssize_t tW, int nthreads=1):
+    """Adjoint of output_transform (without the bias): dM[:, f, tiles of n] = A dY A^T."""
+    cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3]
+    cdef Py_ssize_t T = tH * tW
+    cdef Py_ssize_t kstride = dM.strides[0] // sizeof(floating)
+    cdef Py_ssize_t nf
+    cdef floating[:, ::1] buf = _scratch(dout[0, 0, 0, 0], nthreads, tH, tW)
+    cdef floating* tb
+    with nogil:
+        for nf in prange(N * F, schedule="static", num_threads=nthreads):
+            tb = &buf[threadid(), 0]
+            _output_adjoint_plane(&dout[nf // F, nf % F, 0, 0], tb + 16 * T, tb, Ho, Wo, tH, tW)
+            _scatter_rows(tb, &dM[0, nf % F, (nf // F) * T], T, kstride)
