@@ -32,7 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from grader.release import SKIP_DIRS, SKIP_SUFFIXES, repository_root
+from grader.release import is_build_artifact, repository_root
 
 __all__ = ["SETUP_SH", "RUN_AUTOGRADER", "README_INSTRUCTORS", "bundle_files", "make_bundle", "main"]
 
@@ -232,19 +232,13 @@ python -m json.tool /tmp/ag/results/results.json
 """
 
 
-def _skipped(rel: Path) -> bool:
-    return any(part in SKIP_DIRS or part.endswith(".egg-info") for part in rel.parts) or rel.name.endswith(
-        SKIP_SUFFIXES
-    )
-
-
 def bundle_files(source: Path) -> list:
     """Relative posix paths of the repository files copied into ``package/``."""
     files = [name for name in PACKAGE_FILES if (source / name).is_file()]
     for directory in PACKAGE_DIRS:
         for path in sorted((source / directory).rglob("*")):
             rel = path.relative_to(source)
-            if path.is_file() and not _skipped(rel) and rel.as_posix() not in PACKAGE_EXCLUDED:
+            if path.is_file() and not is_build_artifact(rel) and rel.as_posix() not in PACKAGE_EXCLUDED:
                 files.append(rel.as_posix())
     return files
 

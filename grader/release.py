@@ -560,7 +560,8 @@ def _excluded(rel: str) -> bool:
     return any(rel == item or rel.startswith(item.rstrip("/") + "/") for item in EXCLUDED)
 
 
-def _skipped(path: Path) -> bool:
+def is_build_artifact(path: Path) -> bool:
+    """True for caches, build outputs and compiled files: never shipped in a release or a bundle."""
     return any(part in SKIP_DIRS or part.endswith(".egg-info") for part in path.parts) or path.name.endswith(
         SKIP_SUFFIXES
     )
@@ -573,13 +574,13 @@ def release_inputs(source: Path) -> list:
         root = source / package
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(source)
-            if path.is_file() and not _skipped(rel) and not _excluded(rel.as_posix()):
+            if path.is_file() and not is_build_artifact(rel) and not _excluded(rel.as_posix()):
                 files.append(rel.as_posix())
     for name in VISIBLE_TESTS:
         path = source / name
         if path.is_dir():
             files += sorted(p.relative_to(source).as_posix() for p in path.rglob("*")
-                            if p.is_file() and not _skipped(p.relative_to(source)))
+                            if p.is_file() and not is_build_artifact(p.relative_to(source)))
         elif path.is_file():
             files.append(name)
     return files
