@@ -23,12 +23,14 @@ How it works
   thread gains little on chunk-sized GEMMs and slows the kernels in between).
   Each part gets an equal share of the column budget.
 - 3x3 stride-1 convolutions with at least 16 input and output channels use
-  Winograd F(2x2, 3x3) instead (2.25x fewer multiplications): each 4x4 input
-  tile is transformed (``B^T d B``), 16 batched GEMMs ``(16, F, C) @ (16, C, P)``
-  multiply by the transformed filters, and ``A^T m A`` gives each 2x2 output
-  tile. The backward pass runs the adjoints of the same transforms (dx) and 16
-  GEMMs against the input tiles (dw). The batch is chunked as for im2col. See
-  :func:`set_conv_algorithm` to force either algorithm.
+  Winograd instead: F(4x4, 3x3) (4x fewer multiplications than im2col) or,
+  where partial edge tiles would waste that, F(2x2, 3x3) (2.25x fewer). Each
+  (m+2) x (m+2) input tile is transformed (``B^T d B``), (m+2)^2 batched GEMMs
+  ``(F, C) @ (C, P)`` multiply by the transformed filters, and ``A^T m A``
+  gives each m x m output tile. The backward pass runs the adjoints of the
+  same transforms (dx) and the GEMMs against the input tiles (dw). The batch
+  is chunked as for im2col. See :func:`set_conv_algorithm` to force an
+  algorithm (F(4x4, 3x3) rounds float32 about 20x more coarsely than im2col).
 - Pooling: direct loops over the ``N*C`` planes, split across OpenMP threads
   (``OMP_NUM_THREADS`` or the usable CPUs) when the input has at least 65536
   elements; max pooling keeps the flat index ``h*W + w`` of each window's first
@@ -332,18 +334,49 @@ def col2im(cols, x_shape, kernel_height, kernel_width, stride=1, pad=0):
     return dx
 
 
-# ---------------------------------------------------------------- Winograd F(2x2, 3x3)
+# ---------------------------------------------------------------- Winograd F(2x2, 3x3), F(4x4, 3x3)
 
-# Lavin & Gray (2015): one 2x2 output tile = A^T [(G g G^T) * (B^T d B)] A.
-_WG = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-_WBT = np.array([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]])
-_WAT = np.array([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]])
 
-CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+class _Winograd:
+    """One Winograd algorithm F(m x m, 3x3) (Lavin & Gray, 2015).
+
+    An m x m output tile is ``A^T [(G g G^T) * (B^T d B)] A`` for the
+    (m+2) x (m+2) input patch d; ``k = (m+2)*r + s`` numbers the positions of
+    a transformed tile, the rows of the batched GEMMs.
+    """
+
+    def __init__(self, m, G, BT, AT):
+        self.m, self.alpha = m, m + 2
+        self.nk = self.alpha ** 2
+        self.G, self.BT, self.AT = (np.array(a, dtype=np.float64) for a in (G, BT, AT))
+
+    def tiles(self, g):
+        """Tiles per column and per row of one output plane: (ceil(H_out/m), ceil(W_out/m))."""
+        return -(-g.H_out // self.m), -(-g.W_out // self.m)
+
+    def multiplies(self, g):
+        """Multiplications per (input, output) channel pair and image: (m+2)^2 per tile."""
+        tH, tW = self.tiles(g)
+        return self.nk * tH * tW
+
+
+_WINO2 = _Winograd(
+    2, G=[[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+    BT=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+    AT=[[1, 1, 1, 0], [0, 1, -1, -1]])
+# Interpolation points 0, 1, -1, 2, -2 and infinity.
+_WINO4 = _Winograd(
+    4, G=[[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+          [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+    BT=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+    AT=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]])
+
+CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4")
 _conv_algorithm = "auto"
 # 'auto' takes Winograd for 3x3 stride-1 layers with at least this many input and
-# output channels: with few channels the 16 GEMMs are too thin to pay for the
-# transforms (measured: C1, C=3 F=32, is 2x slower by Winograd; C2, C=F=64, 1.6x faster).
+# output channels: with few channels the batched GEMMs are too thin to pay for the
+# transforms (measured: C1, C=3 F=32, is 2x slower by Winograd; C2, C=F=64, 2x faster).
 _WINOGRAD_MIN_CHANNELS = 16
 
 
@@ -352,14 +385,23 @@ def set_conv_algorithm(name: str) -> str:
 
     Parameters
     ----------
-    name : {'auto', 'im2col', 'winograd'}
-        ``'im2col'``: im2col + GEMM for every layer. ``'winograd'``: Winograd
-        F(2x2, 3x3) for every 3x3 stride-1 layer (any padding), im2col for the
-        others. ``'auto'`` (default): Winograd for 3x3 stride-1 layers with at
+    name : {'auto', 'im2col', 'winograd', 'winograd2', 'winograd4'}
+        ``'im2col'``: im2col + GEMM for every layer. ``'winograd2'`` /
+        ``'winograd4'``: Winograd F(2x2, 3x3) / F(4x4, 3x3) for every 3x3
+        stride-1 layer (any padding), im2col for the others. ``'winograd'``:
+        of those two, the one with fewer multiplications for the layer's output
+        size (F(4x4, 3x3) unless partial edge tiles waste more than it saves).
+        ``'auto'`` (default): ``'winograd'`` for 3x3 stride-1 layers with at
         least 16 input and 16 output channels when the compiled kernels are in
-        use, im2col otherwise. Winograd's float32 results differ from im2col's
-        by a few units of 1e-6 relative (the transforms add and subtract inputs
-        before multiplying); float64 by ~1e-15.
+        use, im2col otherwise.
+
+    Notes
+    -----
+    Winograd adds and subtracts inputs before multiplying, so its rounding
+    error is relative to the scale of a whole tile rather than of each output:
+    measured max|error| / max|exact| is about 3e-7 (F(2x2, 3x3)) and 5e-6
+    (F(4x4, 3x3)) in float32, 1e-16 and 2e-15 in float64. Choose
+    ``'im2col'`` or ``'winograd2'`` where that matters more than speed.
     """
     global _conv_algorithm
     if not isinstance(name, str) or name not in CONV_ALGORITHMS:
@@ -373,24 +415,35 @@ def get_conv_algorithm() -> str:
     return _conv_algorithm
 
 
+def _winograd_for(g: _checks.ConvGeometry):
+    """The Winograd algorithm for this layer under the current setting, or None for im2col."""
+    if g.HH != 3 or g.WW != 3 or g.stride != 1 or _conv_algorithm == "im2col":
+        return None
+    if _conv_algorithm == "winograd2":
+        return _WINO2
+    if _conv_algorithm == "winograd4":
+        return _WINO4
+    if _conv_algorithm == "auto" and not (HAVE_CYTHON and min(g.C, g.F) >= _WINOGRAD_MIN_CHANNELS):
+        return None
+    # Ties go to F(2x2, 3x3), the more accurate one.
+    return _WINO4 if _WINO4.multiplies(g) < _WINO2.multiplies(g) else _WINO2
+
+
 def _use_winograd(g: _checks.ConvGeometry) -> bool:
-    if g.HH != 3 or g.WW != 3 or g.stride != 1:
-        return False
-    if _conv_algorithm == "winograd":
-        return True
-    return (_conv_algorithm == "auto" and HAVE_CYTHON
-            and min(g.C, g.F) >= _WINOGRAD_MIN_CHANNELS)
+    return _winograd_for(g) is not None
 
 
-def winograd_chunk_size(g: _checks.ConvGeometry, itemsize: int, share: int = 1) -> int:
+def winograd_chunk_size(g: _checks.ConvGeometry, itemsize: int, share: int = 1, algo=None) -> int:
     """Images per Winograd chunk: its transformed tiles fit in the column budget (and ~1 MiB); at least 1.
 
-    One image holds ``16 * (C + F) * ceil(H_out/2) * ceil(W_out/2)`` transformed
-    elements (input tiles and output tiles; the backward pass reuses the input
-    tiles' buffer for their gradient). ``share`` threads split the budget.
+    One image holds ``(m+2)^2 * (C + F) * ceil(H_out/m) * ceil(W_out/m)``
+    transformed elements (input tiles and output tiles; the backward pass reuses
+    the input tiles' buffer for their gradient), m the output tile size of
+    ``algo`` (default: the one :class:`FastConv` would use, F(2x2, 3x3) if none).
+    ``share`` threads split the budget.
     """
-    T = ((g.H_out + 1) // 2) * ((g.W_out + 1) // 2)
-    per_image = 16 * (g.C + g.F) * T * itemsize
+    algo = algo or _winograd_for(g) or _WINO2
+    per_image = (g.C + g.F) * algo.multiplies(g) * itemsize
     limit = min(_column_budget // share, _WINOGRAD_CHUNK_TARGET)
     return int(max(1, min(g.N, limit // per_image)))
 
@@ -398,128 +451,148 @@ def winograd_chunk_size(g: _checks.ConvGeometry, itemsize: int, share: int = 1) 
 _WINOGRAD_CHUNK_TARGET = 1 * 2**20
 
 
-def _wino_filter(w):
-    """U[4*i + j, f, c] = (G w[f, c] G^T)[i, j]: (16, F, C), w's dtype."""
-    G = _WG.astype(w.dtype)
+def _wino_filter(algo, w):
+    """U[a*r + s, f, c] = (G w[f, c] G^T)[r, s] (a = m+2): (a*a, F, C), w's dtype."""
+    G = algo.G.astype(w.dtype)
     F, C = w.shape[:2]
-    return np.ascontiguousarray(np.einsum("ik,fckl,jl->ijfc", G, w, G, optimize=True).reshape(16, F, C))
+    return np.ascontiguousarray(np.einsum("ik,fckl,jl->ijfc", G, w, G, optimize=True).reshape(algo.nk, F, C))
 
 
-def _wino_filter_adjoint(dU, shape):
+def _wino_filter_adjoint(algo, dU, shape):
     """Adjoint of :func:`_wino_filter`: dw[f, c] = G^T dU[:, f, c] G."""
-    G = _WG.astype(dU.dtype)
+    G = algo.G.astype(dU.dtype)
     F, C = shape[:2]
-    return np.einsum("ik,ijfc,jl->fckl", G, dU.reshape(4, 4, F, C), G, optimize=True)
+    a = algo.alpha
+    return np.einsum("ik,ijfc,jl->fckl", G, dU.reshape(a, a, F, C), G, optimize=True)
 
 
-def _wino_input_numpy(x, V, pad, tH, tW):
+def _wino_input_numpy(algo, x, V, pad, tH, tW):
     n, C, H, W = x.shape
-    xp = np.zeros((n, C, 2 * tH + 2, 2 * tW + 2), dtype=x.dtype)
+    m, a = algo.m, algo.alpha
+    xp = np.zeros((n, C, m * tH + 2, m * tW + 2), dtype=x.dtype)
     xp[:, :, pad:pad + H, pad:pad + W] = x
-    tiles = sliding_window_view(xp, (4, 4), axis=(2, 3))[:, :, ::2, ::2]
-    BT = _WBT.astype(x.dtype)
-    V.reshape(4, 4, C, n, tH, tW)[...] = np.einsum("ir,ncabrs,js->ijcnab", BT, tiles, BT, optimize=True)
+    tiles = sliding_window_view(xp, (a, a), axis=(2, 3))[:, :, ::m, ::m]
+    BT = algo.BT.astype(x.dtype)
+    V.reshape(a, a, C, n, tH, tW)[...] = np.einsum("ir,ncabrs,js->ijcnab", BT, tiles, BT, optimize=True)
 
 
-def _wino_input_adjoint_numpy(dV, dx, pad, tH, tW):
+def _wino_input_adjoint_numpy(algo, dV, dx, pad, tH, tW):
     n, C, H, W = dx.shape
-    BT = _WBT.astype(dx.dtype)
-    dd = np.einsum("ir,ijcnab,js->rsncab", BT, dV.reshape(4, 4, C, n, tH, tW), BT, optimize=True)
-    dxp = np.zeros((n, C, 2 * tH + 2, 2 * tW + 2), dtype=dx.dtype)
-    for r in range(4):  # a loop over the 16 tile offsets, each step vectorised over all tiles
-        for s in range(4):
-            dxp[:, :, r:r + 2 * tH:2, s:s + 2 * tW:2] += dd[r, s]
+    m, a = algo.m, algo.alpha
+    BT = algo.BT.astype(dx.dtype)
+    dd = np.einsum("ir,ijcnab,js->rsncab", BT, dV.reshape(a, a, C, n, tH, tW), BT, optimize=True)
+    dxp = np.zeros((n, C, m * tH + 2, m * tW + 2), dtype=dx.dtype)
+    for r in range(a):  # a loop over the tile offsets, each step vectorised over all tiles
+        for s in range(a):
+            dxp[:, :, r:r + m * tH:m, s:s + m * tW:m] += dd[r, s]
     dx += dxp[:, :, pad:pad + H, pad:pad + W]
 
 
-def _wino_output_numpy(M, b, out, tH, tW):
+def _wino_output_numpy(algo, M, b, out, tH, tW):
     n, F, Ho, Wo = out.shape
-    AT = _WAT.astype(out.dtype)
-    y = np.einsum("ai,ijfnhw,bj->nfhawb", AT, M.reshape(4, 4, F, n, tH, tW), AT, optimize=True)
-    out[...] = y.reshape(n, F, 2 * tH, 2 * tW)[:, :, :Ho, :Wo] + b.reshape(1, F, 1, 1)
+    m, a = algo.m, algo.alpha
+    AT = algo.AT.astype(out.dtype)
+    y = np.einsum("ai,ijfnhw,bj->nfhawb", AT, M.reshape(a, a, F, n, tH, tW), AT, optimize=True)
+    out[...] = y.reshape(n, F, m * tH, m * tW)[:, :, :Ho, :Wo] + b.reshape(1, F, 1, 1)
 
 
-def _wino_output_adjoint_numpy(dout, dM, tH, tW):
+def _wino_output_adjoint_numpy(algo, dout, dM, tH, tW):
     n, F, Ho, Wo = dout.shape
-    dyp = np.zeros((n, F, 2 * tH, 2 * tW), dtype=dout.dtype)
+    m, a = algo.m, algo.alpha
+    dyp = np.zeros((n, F, m * tH, m * tW), dtype=dout.dtype)
     dyp[:, :, :Ho, :Wo] = dout
-    AT = _WAT.astype(dout.dtype)
-    dM.reshape(4, 4, F, n, tH, tW)[...] = np.einsum("ai,nfhawb,bj->ijfnhw", AT,
-                                                     dyp.reshape(n, F, tH, 2, tW, 2), AT, optimize=True)
+    AT = algo.AT.astype(dout.dtype)
+    dM.reshape(a, a, F, n, tH, tW)[...] = np.einsum("ai,nfhawb,bj->ijfnhw", AT,
+                                                     dyp.reshape(n, F, tH, m, tW, m), AT, optimize=True)
 
 
-def _slab_buffer(rows, P, dtype):
-    """Empty (16, rows, P) array whose 16 slabs are C-contiguous but padded apart.
+def _slab_buffer(nk, rows, P, dtype):
+    """Empty (nk, rows, P) array whose nk slabs are C-contiguous but padded apart.
 
     The slab stride is rounded so that it is 320 bytes past a multiple of 4 KiB:
-    the kernels stream the 16 slabs at once, and slabs a multiple of 4 KiB apart
+    the kernels stream the slabs at once, and slabs a multiple of 4 KiB apart
     fall in the same cache sets (measured 3-5x slower transforms).
     """
     itemsize = np.dtype(dtype).itemsize
     nbytes = -(-rows * P * itemsize // 64) * 64
     nbytes += (320 - nbytes % 4096) % 4096
-    buf = np.empty(16 * nbytes // itemsize, dtype=dtype)
-    return np.lib.stride_tricks.as_strided(buf, shape=(16, rows, P), strides=(nbytes, P * itemsize, itemsize))
+    buf = np.empty(nk * nbytes // itemsize, dtype=dtype)
+    return np.lib.stride_tricks.as_strided(buf, shape=(nk, rows, P), strides=(nbytes, P * itemsize, itemsize))
 
 
 def _slab_chunk(slabs, m, T):
-    """The leading (16, rows, m*T) part of a :func:`_slab_buffer` (same slab stride)."""
+    """The leading (nk, rows, m*T) part of a :func:`_slab_buffer` (same slab stride)."""
     s = slabs.strides
-    return np.lib.stride_tricks.as_strided(slabs, shape=(16, slabs.shape[1], m * T),
+    return np.lib.stride_tricks.as_strided(slabs, shape=(slabs.shape[0], slabs.shape[1], m * T),
                                            strides=(s[0], m * T * s[2], s[2]))
 
 
-def _winograd_forward(x, U, b, out, g, lo, hi, share):
-    """out[lo:hi] by Winograd; U = _wino_filter(w), b contiguous."""
-    tH, tW = (g.H_out + 1) // 2, (g.W_out + 1) // 2
+def _wino_input(algo, x, V, pad, tH, tW):
+    if HAVE_CYTHON:
+        _cwino.input_transform(x, V, pad, tH, tW, _CONV_KERNEL_THREADS, algo.m)
+    else:
+        _wino_input_numpy(algo, x, V, pad, tH, tW)
+
+
+def _wino_input_adjoint(algo, dV, dx, pad, tH, tW):
+    if HAVE_CYTHON:
+        _cwino.input_adjoint(dV, dx, pad, tH, tW, _CONV_KERNEL_THREADS, algo.m)
+    else:
+        _wino_input_adjoint_numpy(algo, dV, dx, pad, tH, tW)
+
+
+def _wino_output(algo, M, b, out, tH, tW):
+    if HAVE_CYTHON:
+        _cwino.output_transform(M, b, out, tH, tW, _CONV_KERNEL_THREADS, algo.m)
+    else:
+        _wino_output_numpy(algo, M, b, out, tH, tW)
+
+
+def _wino_output_adjoint(algo, dout, dM, tH, tW):
+    if HAVE_CYTHON:
+        _cwino.output_adjoint(dout, dM, tH, tW, _CONV_KERNEL_THREADS, algo.m)
+    else:
+        _wino_output_adjoint_numpy(algo, dout, dM, tH, tW)
+
+
+def _winograd_forward(algo, x, U, b, out, g, lo, hi, share):
+    """out[lo:hi] by Winograd; U = _wino_filter(algo, w), b contiguous."""
+    tH, tW = algo.tiles(g)
     T = tH * tW
-    nb = min(winograd_chunk_size(g, x.itemsize, share), hi - lo)
-    vbuf = _slab_buffer(g.C, nb * T, x.dtype)
-    mbuf = _slab_buffer(g.F, nb * T, x.dtype)
+    nb = min(winograd_chunk_size(g, x.itemsize, share, algo), hi - lo)
+    vbuf = _slab_buffer(algo.nk, g.C, nb * T, x.dtype)
+    mbuf = _slab_buffer(algo.nk, g.F, nb * T, x.dtype)
     for n0 in range(lo, hi, nb):  # loop over chunks of the batch, not elements
         m = min(nb, hi - n0)
         V = _slab_chunk(vbuf, m, T)
         M = _slab_chunk(mbuf, m, T)
-        if HAVE_CYTHON:
-            _cwino.input_transform(x[n0:n0 + m], V, g.pad, tH, tW, _CONV_KERNEL_THREADS)
-        else:
-            _wino_input_numpy(x[n0:n0 + m], V, g.pad, tH, tW)
+        _wino_input(algo, x[n0:n0 + m], V, g.pad, tH, tW)
         np.matmul(U, V, out=M)
-        if HAVE_CYTHON:
-            _cwino.output_transform(M, b, out[n0:n0 + m], tH, tW, _CONV_KERNEL_THREADS)
-        else:
-            _wino_output_numpy(M, b, out[n0:n0 + m], tH, tW)
+        _wino_output(algo, M, b, out[n0:n0 + m], tH, tW)
 
 
-def _winograd_backward(x, Ut, dout, dx, g, lo, hi, share):
+def _winograd_backward(algo, x, Ut, dout, dx, g, lo, hi, share):
     """dx[lo:hi] (zeroed by the caller) and images lo:hi's share of dU, which it returns.
 
     Per chunk: dM = A dY A^T and the input tiles V; dU += dM V^T (dw); dV = U^T dM,
     whose adjoint input transform is dx. (Keeping the tiles of several chunks for
     longer dw GEMMs measured slower: the transforms then miss the cache.)
     """
-    tH, tW = (g.H_out + 1) // 2, (g.W_out + 1) // 2
+    tH, tW = algo.tiles(g)
     T = tH * tW
-    dU = np.zeros((16, g.F, g.C), dtype=x.dtype)
-    nb = min(winograd_chunk_size(g, x.itemsize, share), hi - lo)
-    vbuf = _slab_buffer(g.C, nb * T, x.dtype)
-    mbuf = _slab_buffer(g.F, nb * T, x.dtype)
+    dU = np.zeros((algo.nk, g.F, g.C), dtype=x.dtype)
+    nb = min(winograd_chunk_size(g, x.itemsize, share, algo), hi - lo)
+    vbuf = _slab_buffer(algo.nk, g.C, nb * T, x.dtype)
+    mbuf = _slab_buffer(algo.nk, g.F, nb * T, x.dtype)
     for n0 in range(lo, hi, nb):
         m = min(nb, hi - n0)
         V = _slab_chunk(vbuf, m, T)
         dM = _slab_chunk(mbuf, m, T)
-        if HAVE_CYTHON:
-            _cwino.output_adjoint(dout[n0:n0 + m], dM, tH, tW, _CONV_KERNEL_THREADS)
-            _cwino.input_transform(x[n0:n0 + m], V, g.pad, tH, tW, _CONV_KERNEL_THREADS)
-        else:
-            _wino_output_adjoint_numpy(dout[n0:n0 + m], dM, tH, tW)
-            _wino_input_numpy(x[n0:n0 + m], V, g.pad, tH, tW)
+        _wino_output_adjoint(algo, dout[n0:n0 + m], dM, tH, tW)
+        _wino_input(algo, x[n0:n0 + m], V, g.pad, tH, tW)
         dU += np.matmul(dM, V.transpose(0, 2, 1))
         np.matmul(Ut, dM, out=V)  # V's tiles are used up: reuse the buffer for their gradient
-        if HAVE_CYTHON:
-            _cwino.input_adjoint(V, dx[n0:n0 + m], g.pad, tH, tW, _CONV_KERNEL_THREADS)
-        else:
-            _wino_input_adjoint_numpy(V, dx[n0:n0 + m], g.pad, tH, tW)
+        _wino_input_adjoint(algo, V, dx[n0:n0 + m], g.pad, tH, tW)
     return dU
 
 
@@ -615,6 +688,7 @@ def _im2col_backward(x, wmat, d3, dx, g, lo, hi, share):
     """dx[lo:hi] (zeroed by the caller) and images lo:hi's share of dw (F, K), which it returns."""
     K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
     dw = np.zeros((g.F, K), dtype=x.dtype)
+    dwT = dw.T  # the long GEMM below runs 20-25% faster producing dw^T (measured on C3, C4)
     nb = min(conv_chunk_size(g, x.itemsize, buffers=2 * share), hi - lo)
     buf = np.empty(K * nb * P, dtype=x.dtype)
     dbuf = np.empty(K * nb * P, dtype=x.dtype)
@@ -629,7 +703,7 @@ def _im2col_backward(x, wmat, d3, dx, g, lo, hi, share):
             np.matmul(wmat.T, d3[n0:n0 + m], out=dcols.reshape(K, m, P).transpose(1, 0, 2))
         else:
             dmat = np.ascontiguousarray(d3[n0:n0 + m].transpose(1, 0, 2)).reshape(g.F, m * P)
-            dw += np.matmul(dmat, cols.T)
+            dwT += np.matmul(cols, dmat.T)
             np.matmul(wmat.T, dmat, out=dcols)
         _col2im_into(dcols.reshape(K, m, P), dx[n0:n0 + m], g)
     return dw
@@ -729,10 +803,11 @@ class FastConv:
         bvec = np.ascontiguousarray(b)
         parts = _batch_parts(g)
         share = len(parts)
-        if _use_winograd(g):
+        algo = _winograd_for(g)
+        if algo is not None:
             out = np.empty((g.N, g.F, g.H_out, g.W_out), dtype=x.dtype)
-            U = _wino_filter(w)
-            _run_parts(lambda lo, hi: _winograd_forward(x, U, bvec, out, g, lo, hi, share), parts)
+            U = _wino_filter(algo, w)
+            _run_parts(lambda lo, hi: _winograd_forward(algo, x, U, bvec, out, g, lo, hi, share), parts)
             return out, cache
         wmat = w.reshape(g.F, g.C * g.HH * g.WW)
         out = np.empty((g.N, g.F, g.H_out * g.W_out), dtype=x.dtype)
@@ -767,10 +842,11 @@ class FastConv:
         db = dout.sum(axis=(0, 2, 3))
         parts = _batch_parts(g)
         share = len(parts)
-        if _use_winograd(g):
-            Ut = np.ascontiguousarray(_wino_filter(w).transpose(0, 2, 1))
-            dUs = _run_parts(lambda lo, hi: _winograd_backward(x, Ut, dout, dx, g, lo, hi, share), parts)
-            return dx, _wino_filter_adjoint(sum(dUs), w.shape), db
+        algo = _winograd_for(g)
+        if algo is not None:
+            Ut = np.ascontiguousarray(_wino_filter(algo, w).transpose(0, 2, 1))
+            dUs = _run_parts(lambda lo, hi: _winograd_backward(algo, x, Ut, dout, dx, g, lo, hi, share), parts)
+            return dx, _wino_filter_adjoint(algo, sum(dUs), w.shape), db
         wmat = w.reshape(g.F, g.C * g.HH * g.WW)
         d3 = dout.reshape(g.N, g.F, g.H_out * g.W_out)
         dws = _run_parts(lambda lo, hi: _im2col_backward(x, wmat, d3, dx, g, lo, hi, share), parts)

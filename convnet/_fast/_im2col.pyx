@@ -62,6 +62,9 @@ cdef inline void _im2col_row(const floating* x, floating* row, Py_ssize_t N, Py_
             if stride == 1:
                 for j in range(jhi - jlo):
                     r[jlo + j] = xr[j]
+            elif stride == 2:  # a constant stride lets gcc vectorise the loads
+                for j in range(jhi - jlo):
+                    r[jlo + j] = xr[2 * j]
             else:
                 for j in range(jhi - jlo):
                     r[jlo + j] = xr[j * stride]
@@ -107,6 +110,9 @@ cdef inline void _col2im_plane(const floating* cols, floating* dx, Py_ssize_t N,
                 if stride == 1:
                     for j in range(jhi - jlo):
                         d[j] += r[j]
+                elif stride == 2:
+                    for j in range(jhi - jlo):
+                        d[2 * j] += r[j]
                 else:
                     for j in range(jhi - jlo):
                         d[j * stride] += r[j]

@@ -1,28 +1,30 @@
 # cython: language_level=3
-"""Winograd F(2x2, 3x3) tile transforms (private; call them through convnet.fast).
+"""Winograd F(m x m, 3x3) tile transforms, m = 2 or 4 (private; call them through convnet.fast).
 
 A 3x3 stride-1 convolution with zero padding ``pad`` has ``H_out = H + 2*pad - 2``
-outputs per column; they are cut into ``tH = ceil(H_out/2)`` by ``tW = ceil(W_out/2)``
-tiles of 2x2 outputs. Tile ``(ti, tj)`` reads the 4x4 input patch whose top-left
-corner is ``(2*ti - pad, 2*tj - pad)`` (zero outside the image), and the
-convolution of one tile is ``Y = A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray, 2015)
-with::
+outputs per column; they are cut into ``tH = ceil(H_out/m)`` by ``tW = ceil(W_out/m)``
+tiles of m x m outputs. Tile ``(ti, tj)`` reads the (m+2) x (m+2) input patch whose
+top-left corner is ``(m*ti - pad, m*tj - pad)`` (zero outside the image), and the
+convolution of one tile is ``Y = A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray, 2015);
+for m = 2::
 
     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 
-Layout of the transformed tiles: ``V[k, c, p]`` with ``k = 4*r + s`` the position
-in the 4x4 transformed tile and ``p = (n*tH + ti)*tW + tj``; likewise ``M[k, f, p]``.
+(m = 4: see the F(4x4, 3x3) section below.)
+
+Layout of the transformed tiles: ``V[k, c, p]`` with ``k = (m+2)*r + s`` the position
+in the transformed tile and ``p = (n*tH + ti)*tW + tj``; likewise ``M[k, f, p]``.
 Each ``V[k]`` must be C-contiguous (the kernels do not check); the stride between
-the 16 slabs ``V[k]`` may be larger than ``C*P`` (the caller pads it so the slabs
-do not alias in the cache).
-The 16 products over the channels are then 16 GEMMs ``(16, F, C) @ (16, C, P)``.
+the ``nk = (m+2)^2`` slabs ``V[k]`` may be larger than ``C*P`` (the caller pads it so
+the slabs do not alias in the cache).
+The nk products over the channels are then nk GEMMs ``(nk, F, C) @ (nk, C, P)``.
 
 The four kernels are the input transform, the output transform (plus bias), and
 their adjoints for the backward pass. Each loops over the image planes, so every
 plane of the output is written by one thread. They do not validate: the caller
-guarantees C-contiguous arrays of one dtype with the shapes stated, and
-``tH = ceil(H_out/2) >= 1``, ``tW = ceil(W_out/2) >= 1``.
+guarantees C-contiguous arrays of one dtype with the shapes stated, m in (2, 4),
+and ``tH = ceil(H_out/m) >= 1``, ``tW = ceil(W_out/m) >= 1``.
 """
 import numpy as np
 from cython.parallel import prange, threadid
@@ -30,28 +32,28 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 
-# The 16 rows k of V (or M) lie kstride elements apart, often a multiple of 4 KiB:
-# writing (or reading) all 16 at once for each tile thrashes one cache set
+# The nk rows k of V (or M) lie kstride elements apart, often a multiple of 4 KiB:
+# writing (or reading) all nk at once for each tile thrashes one cache set
 # (measured 5-10x slower). So each plane's tiles go through a scratch buffer
-# [16][T], moved to or from V one contiguous row of T elements at a time.
+# [nk][T], moved to or from V one contiguous row of T elements at a time.
 
 cdef inline void _scatter_rows(const floating* buf, floating* v, Py_ssize_t T,
-                               Py_ssize_t kstride) noexcept nogil:
+                               Py_ssize_t kstride, Py_ssize_t nk) noexcept nogil:
     cdef Py_ssize_t k
-    for k in range(16):
+    for k in range(nk):
         memcpy(v + k * kstride, buf + k * T, T * sizeof(floating))
 
 
 cdef inline void _gather_rows(const floating* v, floating* buf, Py_ssize_t T,
-                              Py_ssize_t kstride) noexcept nogil:
+                              Py_ssize_t kstride, Py_ssize_t nk) noexcept nogil:
     cdef Py_ssize_t k
-    for k in range(16):
+    for k in range(nk):
         memcpy(buf + k * T, v + k * kstride, T * sizeof(floating))
 
 
-cdef _scratch(floating like, int nthreads, Py_ssize_t tH, Py_ssize_t tW):
-    # Per thread: the [16][T] tile rows, then one zero-padded (2*tH + 2) x (2*tW + 2) plane.
-    return np.empty((max(nthreads, 1), 16 * tH * tW + (2 * tH + 2) * (2 * tW + 2)),
+cdef _scratch(floating like, int nthreads, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m):
+    # Per thread: the [(m+2)^2][T] tile rows, then one zero-padded (m*tH + 2) x (m*tW + 2) plane.
+    return np.empty((max(nthreads, 1), (m + 2) * (m + 2) * tH * tW + (m * tH + 2) * (m * tW + 2)),
                     dtype=np.float32 if floating is float else np.float64)
 
 
@@ -112,22 +114,6 @@ cdef inline void _input_plane(const floating* x, floating* v, floating* pl, Py_s
             v[15 * T + o + tj] = b3 - e3
 
 
-def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssize_t pad,
-                    Py_ssize_t tH, Py_ssize_t tW, int nthreads=1):
-    """V[k, c, (n*tH + ti)*tW + tj] = (B^T d B)[k] of the tile (ti, tj) of plane x[n, c]."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t T = tH * tW
-    cdef Py_ssize_t kstride = V.strides[0] // sizeof(floating)
-    cdef Py_ssize_t nc
-    cdef floating[:, ::1] buf = _scratch(x[0, 0, 0, 0], nthreads, tH, tW)
-    cdef floating* tb
-    with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=nthreads):
-            tb = &buf[threadid(), 0]
-            _input_plane(&x[nc // C, nc % C, 0, 0], tb, tb + 16 * T, H, W, pad, tH, tW)
-            _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride)
-
-
 cdef inline void _input_adjoint_plane(const floating* v, floating* pl, floating* dx, Py_ssize_t H,
                                       Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH,
                                       Py_ssize_t tW) noexcept nogil:
@@ -161,22 +147,6 @@ cdef inline void _input_adjoint_plane(const floating* v, floating* pl, floating*
             dx[h * W + w] += p[w]
 
 
-def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
-                  Py_ssize_t tH, Py_ssize_t tW, int nthreads=1):
-    """Adjoint of input_transform: dx[n, c] += B dV B^T per tile (dx must be zeroed by the caller)."""
-    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
-    cdef Py_ssize_t T = tH * tW
-    cdef Py_ssize_t kstride = dV.strides[0] // sizeof(floating)
-    cdef Py_ssize_t nc
-    cdef floating[:, ::1] buf = _scratch(dx[0, 0, 0, 0], nthreads, tH, tW)
-    cdef floating* tb
-    with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=nthreads):
-            tb = &buf[threadid(), 0]
-            _gather_rows(&dV[0, nc % C, (nc // C) * T], tb, T, kstride)
-            _input_adjoint_plane(tb, tb + 16 * T, &dx[nc // C, nc % C, 0, 0], H, W, pad, tH, tW)
-
-
 cdef inline void _output_plane(const floating* m, floating* pl, floating* out, floating bias,
                                Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t tH,
                                Py_ssize_t tW) noexcept nogil:
@@ -204,22 +174,6 @@ cdef inline void _output_plane(const floating* m, floating* pl, floating* out, f
                 q = out + (2 * ti + h) * Wo
                 for w in range(Wo):
                     q[w] = pl[h * Wq + w] + bias
-
-
-def output_transform(const floating[:, :, :] M, const floating[::1] b, floating[:, :, :, ::1] out,
-                     Py_ssize_t tH, Py_ssize_t tW, int nthreads=1):
-    """out[n, f] = A^T m A + b[f] per tile, m = M[:, f, tiles of image n]; edge tiles cropped."""
-    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
-    cdef Py_ssize_t T = tH * tW
-    cdef Py_ssize_t kstride = M.strides[0] // sizeof(floating)
-    cdef Py_ssize_t nf
-    cdef floating[:, ::1] buf = _scratch(out[0, 0, 0, 0], nthreads, tH, tW)
-    cdef floating* tb
-    with nogil:
-        for nf in prange(N * F, schedule="static", num_threads=nthreads):
-            tb = &buf[threadid(), 0]
-            _gather_rows(&M[0, nf % F, (nf // F) * T], tb, T, kstride)
-            _output_plane(tb, tb + 16 * T, &out[nf // F, nf % F, 0, 0], b[nf % F], Ho, Wo, tH, tW)
 
 
 cdef inline void _output_adjoint_plane(const floating* dy, floating* pl, floating* m, Py_ssize_t Ho,
@@ -268,17 +222,295 @@ cdef inline void _output_adjoint_plane(const floating* dy, floating* pl, floatin
             m[15 * T + o + tj] = -t7
 
 
-def output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :] dM, Py_ssize_t tH,
-                   Py_ssize_t tW, int nthreads=1):
-    """Adjoint of output_transform (without the bias): dM[:, f, tiles of n] = A dY A^T."""
-    cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3]
-    cdef Py_ssize_t T = tH * tW
-    cdef Py_ssize_t kstride = dM.strides[0] // sizeof(floating)
+# ---------------------------------------------------------------- F(4x4, 3x3)
+# Tiles of 4x4 outputs read 6x6 input patches at (4*ti - pad, 4*tj - pad);
+# k = 6*r + s indexes the 36 positions of a transformed tile (36 rows of V, M).
+# Each 2-D transform is the 1-D one on the 6 columns, then on the 6 rows.
+# Lavin & Gray's matrices (interpolation points 0, 1, -1, 2, -2, infinity):
+#   B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+#          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+#   A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+
+# The transforms run on blocks of TB tiles held in local arrays, tile index
+# innermost: each 1-D transform is then a loop over TB contiguous lanes that gcc
+# vectorises (locals cannot alias, so no run-time overlap checks). Per tile the
+# only scalar work is moving its patch between the plane and the block.
+cdef enum:
+    TB = 16
+
+cdef inline void _bt6(const floating* d, Py_ssize_t ds, floating* r, Py_ssize_t rs) noexcept nogil:
+    # r = B^T d on TB lanes: d[i*ds + t] in, r[k*rs + t] out
+    cdef Py_ssize_t t
+    cdef floating d0, d1, d2, d3, d4, d5, a, b, c, e
+    for t in range(<Py_ssize_t>TB):
+        d0 = d[t]
+        d1 = d[ds + t]
+        d2 = d[2 * ds + t]
+        d3 = d[3 * ds + t]
+        d4 = d[4 * ds + t]
+        d5 = d[5 * ds + t]
+        a = d4 - 4 * d2
+        b = d3 - 4 * d1
+        c = d4 - d2
+        e = 2 * (d3 - d1)
+        r[t] = 4 * d0 - 5 * d2 + d4
+        r[rs + t] = a + b
+        r[2 * rs + t] = a - b
+        r[3 * rs + t] = c + e
+        r[4 * rs + t] = c - e
+        r[5 * rs + t] = 4 * d1 - 5 * d3 + d5
+
+
+cdef inline void _b6(const floating* u, Py_ssize_t us, floating* r, Py_ssize_t rs) noexcept nogil:
+    # r = B u on TB lanes, the adjoint of _bt6
+    cdef Py_ssize_t t
+    cdef floating u0, u5, p12, m12, p34, m34
+    for t in range(<Py_ssize_t>TB):
+        u0 = u[t]
+        u5 = u[5 * us + t]
+        p12 = u[us + t] + u[2 * us + t]
+        m12 = u[us + t] - u[2 * us + t]
+        p34 = u[3 * us + t] + u[4 * us + t]
+        m34 = u[3 * us + t] - u[4 * us + t]
+        r[t] = 4 * u0
+        r[rs + t] = 4 * (u5 - m12) - 2 * m34
+        r[2 * rs + t] = -5 * u0 - 4 * p12 - p34
+        r[3 * rs + t] = m12 + 2 * m34 - 5 * u5
+        r[4 * rs + t] = u0 + p12 + p34
+        r[5 * rs + t] = u5
+
+
+cdef inline void _at6(const floating* m, Py_ssize_t ms, floating* y, Py_ssize_t ys) noexcept nogil:
+    # y = A^T m on TB lanes (6 rows in, 4 out)
+    cdef Py_ssize_t t
+    cdef floating s12, d12, s34, d34
+    for t in range(<Py_ssize_t>TB):
+        s12 = m[ms + t] + m[2 * ms + t]
+        d12 = m[ms + t] - m[2 * ms + t]
+        s34 = m[3 * ms + t] + m[4 * ms + t]
+        d34 = m[3 * ms + t] - m[4 * ms + t]
+        y[t] = m[t] + s12 + s34
+        y[ys + t] = d12 + 2 * d34
+        y[2 * ys + t] = s12 + 4 * s34
+        y[3 * ys + t] = d12 + 8 * d34 + m[5 * ms + t]
+
+
+cdef inline void _a6(const floating* y, Py_ssize_t ys, floating* r, Py_ssize_t rs) noexcept nogil:
+    # r = A y on TB lanes, the adjoint of _at6 (4 rows in, 6 out)
+    cdef Py_ssize_t t
+    cdef floating y0, y3, s02, s13, q02, q13
+    for t in range(<Py_ssize_t>TB):
+        y0 = y[t]
+        y3 = y[3 * ys + t]
+        s02 = y0 + y[2 * ys + t]
+        s13 = y[ys + t] + y3
+        q02 = y0 + 4 * y[2 * ys + t]
+        q13 = 2 * y[ys + t] + 8 * y3
+        r[t] = y0
+        r[rs + t] = s02 + s13
+        r[2 * rs + t] = s02 - s13
+        r[3 * rs + t] = q02 + q13
+        r[4 * rs + t] = q02 - q13
+        r[5 * rs + t] = y3
+
+
+cdef inline void _input_plane4(const floating* x, floating* v, floating* pl, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t pad, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
+    # v[k*T + ti*tW + tj] = (B^T d B)[k] for every tile of one plane, through the padded copy pl.
+    cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
+    cdef Py_ssize_t blk, t0, nb, tb, t, i, j, k
+    cdef floating D[36 * TB]
+    cdef floating E[36 * TB]
+    cdef const floating* p
+    memset(pl, 0, Hp * Wp * sizeof(floating))
+    memset(D, 0, sizeof(D))
+    for i in range(H):
+        memcpy(pl + (i + pad) * Wp + pad, x + i * W, W * sizeof(floating))
+    for blk in range((T + TB - 1) // TB):
+        t0 = blk * TB
+        nb = min(<Py_ssize_t>TB, T - t0)
+        for tb in range(nb):  # the 6x6 patches, tile index innermost
+            t = t0 + tb
+            p = pl + 4 * (t // tW) * Wp + 4 * (t % tW)
+            for i in range(6):
+                for j in range(6):
+                    D[(6 * i + j) * TB + tb] = p[i * Wp + j]
+        for j in range(6):  # columns: E[6r + j] = (B^T d)[r, j]
+            _bt6(D + j * TB, 6 * TB, E + j * TB, 6 * TB)
+        for i in range(6):  # rows: D[6r + s] = (B^T d B)[r, s]
+            _bt6(E + 6 * i * TB, TB, D + 6 * i * TB, TB)
+        for k in range(36):
+            memcpy(v + k * T + t0, D + k * TB, nb * sizeof(floating))
+
+
+cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating* dx, Py_ssize_t H,
+                                       Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH,
+                                       Py_ssize_t tW) noexcept nogil:
+    # dx += B dV B^T of every tile of one plane, accumulated in the padded plane pl first.
+    cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
+    cdef Py_ssize_t blk, t0, nb, tb, t, i, j, k, h, w
+    cdef floating D[36 * TB]
+    cdef floating E[36 * TB]
+    cdef floating* p
+    memset(pl, 0, Hp * Wp * sizeof(floating))
+    memset(D, 0, sizeof(D))
+    for blk in range((T + TB - 1) // TB):
+        t0 = blk * TB
+        nb = min(<Py_ssize_t>TB, T - t0)
+        for k in range(36):
+            memcpy(D + k * TB, v + k * T + t0, nb * sizeof(floating))
+        for j in range(6):  # columns: E[6i + j] = (B u)[i, j]
+            _b6(D + j * TB, 6 * TB, E + j * TB, 6 * TB)
+        for i in range(6):  # rows: D[6i + j] = (B u B^T)[i, j]
+            _b6(E + 6 * i * TB, TB, D + 6 * i * TB, TB)
+        for tb in range(nb):  # overlapping patches: accumulate one tile at a time
+            t = t0 + tb
+            p = pl + 4 * (t // tW) * Wp + 4 * (t % tW)
+            for i in range(6):
+                for j in range(6):
+                    p[i * Wp + j] += D[(6 * i + j) * TB + tb]
+    for h in range(H):
+        p = pl + (h + pad) * Wp + pad
+        for w in range(W):
+            dx[h * W + w] += p[w]
+
+
+cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, floating bias,
+                                Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t tH,
+                                Py_ssize_t tW) noexcept nogil:
+    # out = A^T m A + bias per tile: tiles fill the 4*tH x 4*tW plane pl, which is cropped into out.
+    cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
+    cdef Py_ssize_t blk, t0, nb, tb, t, a, b, k, h, w
+    cdef floating D[36 * TB]
+    cdef floating E[24 * TB]
+    cdef floating* p
+    memset(D, 0, sizeof(D))
+    for blk in range((T + TB - 1) // TB):
+        t0 = blk * TB
+        nb = min(<Py_ssize_t>TB, T - t0)
+        for k in range(36):
+            memcpy(D + k * TB, m + k * T + t0, nb * sizeof(floating))
+        for b in range(6):  # columns: E[6a + s] = (A^T m)[a, s]
+            _at6(D + b * TB, 6 * TB, E + b * TB, 6 * TB)
+        for a in range(4):  # rows: D[4a + b] = (A^T m A)[a, b]
+            _at6(E + 6 * a * TB, TB, D + 4 * a * TB, TB)
+        for tb in range(nb):
+            t = t0 + tb
+            p = pl + 4 * (t // tW) * Wq + 4 * (t % tW)
+            for a in range(4):
+                for b in range(4):
+                    p[a * Wq + b] = D[(4 * a + b) * TB + tb]
+    for h in range(Ho):
+        p = pl + h * Wq
+        for w in range(Wo):
+            out[h * Wo + w] = p[w] + bias
+
+
+cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floating* m, Py_ssize_t Ho,
+                                        Py_ssize_t Wo, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
+    # m[k*T + o] = (A dY A^T)[k] per tile; dY is first copied into the zero-padded 4*tH x 4*tW plane pl.
+    cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
+    cdef Py_ssize_t blk, t0, nb, tb, t, a, b, i, k, h
+    cdef floating D[36 * TB]
+    cdef floating E[24 * TB]
+    cdef const floating* p
+    memset(pl, 0, 4 * tH * Wq * sizeof(floating))
+    memset(D, 0, sizeof(D))
+    for h in range(Ho):
+        memcpy(pl + h * Wq, dy + h * Wo, Wo * sizeof(floating))
+    for blk in range((T + TB - 1) // TB):
+        t0 = blk * TB
+        nb = min(<Py_ssize_t>TB, T - t0)
+        for tb in range(nb):
+            t = t0 + tb
+            p = pl + 4 * (t // tW) * Wq + 4 * (t % tW)
+            for a in range(4):
+                for b in range(4):
+                    D[(4 * a + b) * TB + tb] = p[a * Wq + b]
+        for b in range(4):  # columns: E[4i + b] = (A dY)[i, b]
+            _a6(D + b * TB, 4 * TB, E + b * TB, 4 * TB)
+        for i in range(6):  # rows: D[6i + j] = (A dY A^T)[i, j]
+            _a6(E + 4 * i * TB, TB, D + 6 * i * TB, TB)
+        for k in range(36):
+            memcpy(m + k * T + t0, D + k * TB, nb * sizeof(floating))
+
+
+# ---------------------------------------------------------------- entry points
+# m = 2 or 4 picks F(2x2, 3x3) or F(4x4, 3x3); nk = (m + 2)^2 rows of V and M.
+# Every plane of the output is written by one thread (prange over the planes).
+
+
+def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssize_t pad,
+                    Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
+    """V[k, c, (n*tH + ti)*tW + tj] = (B^T d B)[k] of the tile (ti, tj) of plane x[n, c]."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
+    cdef Py_ssize_t kstride = V.strides[0] // sizeof(floating)
+    cdef Py_ssize_t nc
+    cdef floating[:, ::1] buf = _scratch(x[0, 0, 0, 0], nthreads, tH, tW, m)
+    cdef floating* tb
+    with nogil:
+        for nc in prange(N * C, schedule="static", num_threads=nthreads):
+            tb = &buf[threadid(), 0]
+            if m == 4:
+                _input_plane4(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
+            else:
+                _input_plane(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
+            _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride, nk)
+
+
+def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
+                  Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
+    """Adjoint of input_transform: dx[n, c] += B dV B^T per tile (dx must be zeroed by the caller)."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
+    cdef Py_ssize_t kstride = dV.strides[0] // sizeof(floating)
+    cdef Py_ssize_t nc
+    cdef floating[:, ::1] buf = _scratch(dx[0, 0, 0, 0], nthreads, tH, tW, m)
+    cdef floating* tb
+    with nogil:
+        for nc in prange(N * C, schedule="static", num_threads=nthreads):
+            tb = &buf[threadid(), 0]
+            _gather_rows(&dV[0, nc % C, (nc // C) * T], tb, T, kstride, nk)
+            if m == 4:
+                _input_adjoint_plane4(tb, tb + nk * T, &dx[nc // C, nc % C, 0, 0], H, W, pad, tH, tW)
+            else:
+                _input_adjoint_plane(tb, tb + nk * T, &dx[nc // C, nc % C, 0, 0], H, W, pad, tH, tW)
+
+
+def output_transform(const floating[:, :, :] M, const floating[::1] b, floating[:, :, :, ::1] out,
+                     Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
+    """out[n, f] = A^T m A + b[f] per tile, m = M[:, f, tiles of image n]; edge tiles cropped."""
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
+    cdef Py_ssize_t kstride = M.strides[0] // sizeof(floating)
     cdef Py_ssize_t nf
-    cdef floating[:, ::1] buf = _scratch(dout[0, 0, 0, 0], nthreads, tH, tW)
+    cdef floating[:, ::1] buf = _scratch(out[0, 0, 0, 0], nthreads, tH, tW, m)
     cdef floating* tb
     with nogil:
         for nf in prange(N * F, schedule="static", num_threads=nthreads):
             tb = &buf[threadid(), 0]
-            _output_adjoint_plane(&dout[nf // F, nf % F, 0, 0], tb + 16 * T, tb, Ho, Wo, tH, tW)
-            _scatter_rows(tb, &dM[0, nf % F, (nf // F) * T], T, kstride)
+            _gather_rows(&M[0, nf % F, (nf // F) * T], tb, T, kstride, nk)
+            if m == 4:
+                _output_plane4(tb, tb + nk * T, &out[nf // F, nf % F, 0, 0], b[nf % F], Ho, Wo, tH, tW)
+            else:
+                _output_plane(tb, tb + nk * T, &out[nf // F, nf % F, 0, 0], b[nf % F], Ho, Wo, tH, tW)
+
+
+def output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :] dM, Py_ssize_t tH,
+                   Py_ssize_t tW, int nthreads=1, int m=2):
+    """Adjoint of output_transform (without the bias): dM[:, f, tiles of n] = A dY A^T."""
+    cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3]
+    cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
+    cdef Py_ssize_t kstride = dM.strides[0] // sizeof(floating)
+    cdef Py_ssize_t nf
+    cdef floating[:, ::1] buf = _scratch(dout[0, 0, 0, 0], nthreads, tH, tW, m)
+    cdef floating* tb
+    with nogil:
+        for nf in prange(N * F, schedule="static", num_threads=nthreads):
+            tb = &buf[threadid(), 0]
+            if m == 4:
+                _output_adjoint_plane4(&dout[nf // F, nf % F, 0, 0], tb + nk * T, tb, Ho, Wo, tH, tW)
+            else:
+                _output_adjoint_plane(&dout[nf // F, nf % F, 0, 0], tb + nk * T, tb, Ho, Wo, tH, tW)
+            _scatter_rows(tb, &dM[0, nf % F, (nf // F) * T], T, kstride, nk)
