@@ -51,9 +51,27 @@ cdef inline void _gather_rows(const floating* v, floating* buf, Py_ssize_t T,
         memcpy(buf + k * T, v + k * kstride, T * sizeof(floating))
 
 
-cdef _scratch(floating like, int nthreads, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m):
-    # Per thread: the [(m+2)^2][T] tile rows, then one zero-padded (m*tH + 2) x (m*tW + 2) plane.
-    return np.empty((max(nthreads, 1), (m + 2) * (m + 2) * tH * tW + (m * tH + 2) * (m * tW + 2)),
+cdef enum:
+    CB = 8  # channels per block of the transposed input transform
+
+
+cdef inline void _scatter_cols(const floating* buf, floating* v, Py_ssize_t T, Py_ssize_t kstride,
+                               Py_ssize_t nk, Py_ssize_t C, Py_ssize_t nch) noexcept nogil:
+    # v[k*kstride + t*C + j] = buf[(j*nk + k)*T + t] for the nch (<= CB) channels j of a block:
+    # runs of nch contiguous values into each (P, C) slab instead of single scattered ones.
+    cdef Py_ssize_t k, t, j, bs = nk * T
+    cdef floating* row
+    for k in range(nk):
+        for t in range(T):
+            row = v + k * kstride + t * C
+            for j in range(nch):
+                row[j] = buf[j * bs + k * T + t]
+
+
+cdef _scratch(floating like, int nthreads, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m, Py_ssize_t planes=1):
+    # Per thread: the [(m+2)^2][T] tile rows of `planes` planes, then one zero-padded
+    # (m*tH + 2) x (m*tW + 2) plane.
+    return np.empty((max(nthreads, 1), planes * (m + 2) * (m + 2) * tH * tW + (m * tH + 2) * (m * tW + 2)),
                     dtype=np.float32 if floating is float else np.float64)
 
 
@@ -441,22 +459,40 @@ cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floati
 
 
 def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssize_t pad,
-                    Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
-    """V[k, c, (n*tH + ti)*tW + tj] = (B^T d B)[k] of the tile (ti, tj) of plane x[n, c]."""
+                    Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2, bint transposed=False):
+    """V[k, c, (n*tH + ti)*tW + tj] = (B^T d B)[k] of the tile (ti, tj) of plane x[n, c].
+
+    ``transposed``: V is (nk, P, C) instead, each slab C-contiguous, and gets
+    V[k, (n*tH + ti)*tW + tj, c] (the layout that makes the dw GEMM an NN product).
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = V.strides[0] // sizeof(floating)
-    cdef Py_ssize_t nc
-    cdef floating[:, ::1] buf = _scratch(x[0, 0, 0, 0], nthreads, tH, tW, m)
+    cdef Py_ssize_t nc, nblk = (C + CB - 1) // CB, blk, c0, nch, j
+    cdef floating[:, ::1] buf = _scratch(x[0, 0, 0, 0], nthreads, tH, tW, m, CB if transposed else 1)
     cdef floating* tb
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=nthreads):
-            tb = &buf[threadid(), 0]
-            if m == 4:
-                _input_plane4(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
-            else:
-                _input_plane(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
-            _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride, nk)
+        if transposed:
+            for blk in prange(N * nblk, schedule="static", num_threads=nthreads):
+                tb = &buf[threadid(), 0]
+                c0 = (blk % nblk) * CB
+                nch = min(<Py_ssize_t>CB, C - c0)
+                for j in range(nch):
+                    if m == 4:
+                        _input_plane4(&x[blk // nblk, c0 + j, 0, 0], tb + j * nk * T, tb + CB * nk * T,
+                                      H, W, pad, tH, tW)
+                    else:
+                        _input_plane(&x[blk // nblk, c0 + j, 0, 0], tb + j * nk * T, tb + CB * nk * T,
+                                     H, W, pad, tH, tW)
+                _scatter_cols(tb, &V[0, (blk // nblk) * T, c0], T, kstride, nk, C, nch)
+        else:
+            for nc in prange(N * C, schedule="static", num_threads=nthreads):
+                tb = &buf[threadid(), 0]
+                if m == 4:
+                    _input_plane4(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
+                else:
+                    _input_plane(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
+                _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride, nk)
 
 
 def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
