@@ -60,6 +60,7 @@ HAVE_CYTHON : bool
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -858,18 +859,27 @@ class FastConv:
         x = np.ascontiguousarray(x)
         dout = np.ascontiguousarray(dout)
         w = np.ascontiguousarray(w)
-        dx = np.zeros(x.shape, dtype=x.dtype)
-        db = dout.sum(axis=(0, 2, 3))
+        dx = np.empty(x.shape, dtype=x.dtype)
         parts = _batch_parts(g)
         share = len(parts)
         algo = _winograd_for(g)
         if algo is not None:
             Ut = np.ascontiguousarray(_wino_filter(algo, w).transpose(0, 2, 1))
-            dUs = _run_parts(lambda lo, hi: _winograd_backward(algo, x, Ut, dout, dx, g, lo, hi, share), parts)
-            return dx, _wino_filter_adjoint(algo, sum(dUs), w.shape), db
-        wmat = w.reshape(g.F, g.C * g.HH * g.WW)
-        d3 = dout.reshape(g.N, g.F, g.H_out * g.W_out)
-        dws = _run_parts(lambda lo, hi: _im2col_backward(x, wmat, d3, dx, g, lo, hi, share), parts)
+            backward = partial(_winograd_backward, algo, x, Ut, dout, dx, g, share=share)
+        else:
+            backward = partial(_im2col_backward, x, w.reshape(g.F, g.C * g.HH * g.WW),
+                               dout.reshape(g.N, g.F, g.H_out * g.W_out), dx, g, share=share)
+
+        def part(lo, hi):
+            # Each thread zeroes its slice of dx and sums its images' dout for db: one
+            # thread doing both for the whole batch measured 0.5 ms of a 9 ms backward (C2).
+            dx[lo:hi] = 0
+            return backward(lo=lo, hi=hi), dout[lo:hi].sum(axis=(0, 2, 3))
+
+        dws, dbs = zip(*_run_parts(part, parts))
+        db = sum(dbs)
+        if algo is not None:
+            return dx, _wino_filter_adjoint(algo, sum(dws), w.shape), db
         return dx, sum(dws).reshape(w.shape), db
 
 
