@@ -332,11 +332,37 @@ cdef inline void _a6(const floating* y, Py_ssize_t ys, floating* r, Py_ssize_t r
         r[5 * rs + t] = y3
 
 
+cdef inline void _rows_in(const floating* src, Py_ssize_t stride, floating* D, Py_ssize_t nrows,
+                          Py_ssize_t nb) noexcept nogil:
+    # D[k*TB + t] = src[k*stride + t] for t < nb: a full block as fixed-length (vectorised) copies
+    cdef Py_ssize_t k, t
+    if nb == TB:
+        for k in range(nrows):
+            for t in range(<Py_ssize_t>TB):
+                D[k * TB + t] = src[k * stride + t]
+    else:
+        for k in range(nrows):
+            memcpy(D + k * TB, src + k * stride, nb * sizeof(floating))
+
+
+cdef inline void _rows_out(const floating* D, floating* dst, Py_ssize_t stride, Py_ssize_t nrows,
+                           Py_ssize_t nb) noexcept nogil:
+    # dst[k*stride + t] = D[k*TB + t] for t < nb (the inverse of _rows_in)
+    cdef Py_ssize_t k, t
+    if nb == TB:
+        for k in range(nrows):
+            for t in range(<Py_ssize_t>TB):
+                dst[k * stride + t] = D[k * TB + t]
+    else:
+        for k in range(nrows):
+            memcpy(dst + k * stride, D + k * TB, nb * sizeof(floating))
+
+
 cdef inline void _input_plane4(const floating* x, floating* v, floating* pl, Py_ssize_t H, Py_ssize_t W,
                                Py_ssize_t pad, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
     # v[k*T + ti*tW + tj] = (B^T d B)[k] for every tile of one plane, through the padded copy pl.
     cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
-    cdef Py_ssize_t blk, t0, nb, tb, t, i, j, k
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j, k
     cdef floating D[36 * TB]
     cdef floating E[36 * TB]
     cdef const floating* p
@@ -347,9 +373,14 @@ cdef inline void _input_plane4(const floating* x, floating* v, floating* pl, Py_
     for blk in range((T + TB - 1) // TB):
         t0 = blk * TB
         nb = min(<Py_ssize_t>TB, T - t0)
+        ti = t0 // tW
+        tj = t0 % tW
         for tb in range(nb):  # the 6x6 patches, tile index innermost
-            t = t0 + tb
-            p = pl + 4 * (t // tW) * Wp + 4 * (t % tW)
+            p = pl + 4 * ti * Wp + 4 * tj
+            tj += 1
+            if tj == tW:  # counters, not a division per tile
+                tj = 0
+                ti += 1
             for i in range(6):
                 for j in range(6):
                     D[(6 * i + j) * TB + tb] = p[i * Wp + j]
@@ -357,8 +388,7 @@ cdef inline void _input_plane4(const floating* x, floating* v, floating* pl, Py_
             _bt6(D + j * TB, 6 * TB, E + j * TB, 6 * TB)
         for i in range(6):  # rows: D[6r + s] = (B^T d B)[r, s]
             _bt6(E + 6 * i * TB, TB, D + 6 * i * TB, TB)
-        for k in range(36):
-            memcpy(v + k * T + t0, D + k * TB, nb * sizeof(floating))
+        _rows_out(D, v + t0, T, 36, nb)
 
 
 cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating* dx, Py_ssize_t H,
@@ -366,7 +396,7 @@ cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating
                                        Py_ssize_t tW) noexcept nogil:
     # dx += B dV B^T of every tile of one plane, accumulated in the padded plane pl first.
     cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
-    cdef Py_ssize_t blk, t0, nb, tb, t, i, j, k, h, w
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j, k, h, w
     cdef floating D[36 * TB]
     cdef floating E[36 * TB]
     cdef floating* p
@@ -375,15 +405,19 @@ cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating
     for blk in range((T + TB - 1) // TB):
         t0 = blk * TB
         nb = min(<Py_ssize_t>TB, T - t0)
-        for k in range(36):
-            memcpy(D + k * TB, v + k * T + t0, nb * sizeof(floating))
+        _rows_in(v + t0, T, D, 36, nb)
         for j in range(6):  # columns: E[6i + j] = (B u)[i, j]
             _b6(D + j * TB, 6 * TB, E + j * TB, 6 * TB)
         for i in range(6):  # rows: D[6i + j] = (B u B^T)[i, j]
             _b6(E + 6 * i * TB, TB, D + 6 * i * TB, TB)
+        ti = t0 // tW
+        tj = t0 % tW
         for tb in range(nb):  # overlapping patches: accumulate one tile at a time
-            t = t0 + tb
-            p = pl + 4 * (t // tW) * Wp + 4 * (t % tW)
+            p = pl + 4 * ti * Wp + 4 * tj
+            tj += 1
+            if tj == tW:
+                tj = 0
+                ti += 1
             for i in range(6):
                 for j in range(6):
                     p[i * Wp + j] += D[(6 * i + j) * TB + tb]
@@ -398,7 +432,7 @@ cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, 
                                 Py_ssize_t tW) noexcept nogil:
     # out = A^T m A + bias per tile: tiles fill the 4*tH x 4*tW plane pl, which is cropped into out.
     cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
-    cdef Py_ssize_t blk, t0, nb, tb, t, a, b, k, h, w
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, k, h, w
     cdef floating D[36 * TB]
     cdef floating E[24 * TB]
     cdef floating* p
@@ -406,15 +440,19 @@ cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, 
     for blk in range((T + TB - 1) // TB):
         t0 = blk * TB
         nb = min(<Py_ssize_t>TB, T - t0)
-        for k in range(36):
-            memcpy(D + k * TB, m + k * T + t0, nb * sizeof(floating))
+        _rows_in(m + t0, T, D, 36, nb)
         for b in range(6):  # columns: E[6a + s] = (A^T m)[a, s]
             _at6(D + b * TB, 6 * TB, E + b * TB, 6 * TB)
         for a in range(4):  # rows: D[4a + b] = (A^T m A)[a, b]
             _at6(E + 6 * a * TB, TB, D + 4 * a * TB, TB)
+        ti = t0 // tW
+        tj = t0 % tW
         for tb in range(nb):
-            t = t0 + tb
-            p = pl + 4 * (t // tW) * Wq + 4 * (t % tW)
+            p = pl + 4 * ti * Wq + 4 * tj
+            tj += 1
+            if tj == tW:
+                tj = 0
+                ti += 1
             for a in range(4):
                 for b in range(4):
                     p[a * Wq + b] = D[(4 * a + b) * TB + tb]
@@ -428,7 +466,7 @@ cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floati
                                         Py_ssize_t Wo, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
     # m[k*T + o] = (A dY A^T)[k] per tile; dY is first copied into the zero-padded 4*tH x 4*tW plane pl.
     cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
-    cdef Py_ssize_t blk, t0, nb, tb, t, a, b, i, k, h
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, i, k, h
     cdef floating D[36 * TB]
     cdef floating E[24 * TB]
     cdef const floating* p
@@ -439,9 +477,14 @@ cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floati
     for blk in range((T + TB - 1) // TB):
         t0 = blk * TB
         nb = min(<Py_ssize_t>TB, T - t0)
+        ti = t0 // tW
+        tj = t0 % tW
         for tb in range(nb):
-            t = t0 + tb
-            p = pl + 4 * (t // tW) * Wq + 4 * (t % tW)
+            p = pl + 4 * ti * Wq + 4 * tj
+            tj += 1
+            if tj == tW:
+                tj = 0
+                ti += 1
             for a in range(4):
                 for b in range(4):
                     D[(4 * a + b) * TB + tb] = p[a * Wq + b]
@@ -449,8 +492,7 @@ cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floati
             _a6(D + b * TB, 4 * TB, E + b * TB, 4 * TB)
         for i in range(6):  # rows: D[6i + j] = (A dY A^T)[i, j]
             _a6(E + 4 * i * TB, TB, D + 6 * i * TB, TB)
-        for k in range(36):
-            memcpy(m + k * T + t0, D + k * TB, nb * sizeof(floating))
+        _rows_out(D, m + t0, T, 36, nb)
 
 
 # ---------------------------------------------------------------- entry points
