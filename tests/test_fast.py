@@ -1041,6 +1041,25 @@ def test_winograd_kernels_multithreaded(case, algo, monkeypatch, conv_algorithm)
         assert_close_scaled(a, r, np.float64, name, algo)
 
 
+@pytest.mark.skipif(not fast.HAVE_CYTHON, reason="compiled kernels not in use (CONVNET_PUREPYTHON=1 or not built)")
+@pytest.mark.parametrize("algo", WINO_ALGOS)
+def test_winograd_input_adjoint_overwrites_dx(algo):
+    # The backward hands the kernel np.empty memory: every plane of dx must be written, not added to.
+    from convnet._fast import _winograd as cwino
+    m = int(algo[-1])
+    N, C, H, W, pad = 2, 3, 9, 7, 1
+    tH, tW = -(-(H + 2 * pad - 2) // m), -(-(W + 2 * pad - 2) // m)
+    dV = np.random.default_rng(0).standard_normal(((m + 2) ** 2, C, N * tH * tW))
+    results = []
+    for fill in (0.0, np.nan, 1e30):
+        dx = np.full((N, C, H, W), fill)
+        cwino.input_adjoint(dV, dx, pad, tH, tW, 1, m)
+        results.append(dx)
+    assert np.all(np.isfinite(results[1]))
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
 @pytest.mark.parametrize("algo", WINO_ALGOS)
 @pytest.mark.parametrize("shape", [(2, 3, 7, 5, 4, 2), (2, 3, 38, 21, 2, 1)], ids=["small", "two_tile_blocks"])
 def test_winograd_numpy_fallback_matches_kernels(shape, algo, conv_algorithm, monkeypatch):

@@ -135,7 +135,7 @@ cdef inline void _input_plane(const floating* x, floating* v, floating* pl, Py_s
 cdef inline void _input_adjoint_plane(const floating* v, floating* pl, floating* dx, Py_ssize_t H,
                                       Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH,
                                       Py_ssize_t tW) noexcept nogil:
-    # dx += B dV B^T of every tile of one plane: tiles accumulate into the padded
+    # dx = sum of B dV B^T over the tiles of one plane: tiles accumulate into the padded
     # plane pl, whose interior is then added to dx (the padding is dropped).
     cdef Py_ssize_t T = tH * tW, Wp = 2 * tW + 2, Hp = 2 * tH + 2
     cdef Py_ssize_t ti, tj, r, s, o, h, w
@@ -162,7 +162,7 @@ cdef inline void _input_adjoint_plane(const floating* v, floating* pl, floating*
     for h in range(H):
         p = pl + (h + pad) * Wp + pad
         for w in range(W):
-            dx[h * W + w] += p[w]
+            dx[h * W + w] = p[w]
 
 
 cdef inline void _output_plane(const floating* m, floating* pl, floating* out, floating bias,
@@ -394,7 +394,7 @@ cdef inline void _input_plane4(const floating* x, floating* v, floating* pl, Py_
 cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating* dx, Py_ssize_t H,
                                        Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH,
                                        Py_ssize_t tW) noexcept nogil:
-    # dx += B dV B^T of every tile of one plane, accumulated in the padded plane pl first.
+    # dx = sum of B dV B^T over the tiles of one plane, accumulated in the padded plane pl first.
     cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
     cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j, k, h, w
     cdef floating D[36 * TB]
@@ -424,14 +424,16 @@ cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating
     for h in range(H):
         p = pl + (h + pad) * Wp + pad
         for w in range(W):
-            dx[h * W + w] += p[w]
+            dx[h * W + w] = p[w]
 
 
 cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, floating bias,
                                 Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t tH,
                                 Py_ssize_t tW) noexcept nogil:
-    # out = A^T m A + bias per tile: tiles fill the 4*tH x 4*tW plane pl, which is cropped into out.
+    # out = A^T m A + bias per tile: tiles fill the 4*tH x 4*tW plane pl, which is cropped into out
+    # (or, when the tiles cover out exactly, go straight into it).
     cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
+    cdef bint whole = Ho == 4 * tH and Wo == 4 * tW
     cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, k, h, w
     cdef floating D[36 * TB]
     cdef floating E[24 * TB]
@@ -448,14 +450,22 @@ cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, 
         ti = t0 // tW
         tj = t0 % tW
         for tb in range(nb):
-            p = pl + 4 * ti * Wq + 4 * tj
+            if whole:  # no partial edge tiles: straight into out
+                p = out + 4 * ti * Wo + 4 * tj
+                for a in range(4):
+                    for b in range(4):
+                        p[a * Wo + b] = D[(4 * a + b) * TB + tb] + bias
+            else:
+                p = pl + 4 * ti * Wq + 4 * tj
+                for a in range(4):
+                    for b in range(4):
+                        p[a * Wq + b] = D[(4 * a + b) * TB + tb]
             tj += 1
             if tj == tW:
                 tj = 0
                 ti += 1
-            for a in range(4):
-                for b in range(4):
-                    p[a * Wq + b] = D[(4 * a + b) * TB + tb]
+    if whole:
+        return
     for h in range(Ho):
         p = pl + h * Wq
         for w in range(Wo):
@@ -539,7 +549,7 @@ def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssiz
 
 def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
                   Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
-    """Adjoint of input_transform: dx[n, c] += B dV B^T per tile (dx must be zeroed by the caller)."""
+    """Adjoint of input_transform: dx[n, c] = the sum over its tiles of B dV B^T (every plane is overwritten)."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = dV.strides[0] // sizeof(floating)
