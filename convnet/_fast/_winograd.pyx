@@ -358,9 +358,11 @@ cdef inline void _rows_out(const floating* D, floating* dst, Py_ssize_t stride, 
             memcpy(dst + k * stride, D + k * TB, nb * sizeof(floating))
 
 
-cdef inline void _input_plane4(const floating* x, floating* v, floating* pl, Py_ssize_t H, Py_ssize_t W,
-                               Py_ssize_t pad, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
-    # v[k*T + ti*tW + tj] = (B^T d B)[k] for every tile of one plane, through the padded copy pl.
+cdef inline void _input_plane4(const floating* x, floating* v, Py_ssize_t vs, floating* pl, Py_ssize_t H,
+                               Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
+    # v[k*vs + ti*tW + tj] = (B^T d B)[k] for every tile of one plane, through the padded copy pl.
+    # (The rows k of V are written in place: blocks of TB tiles make whole-line runs, so the
+    # 36 rows at once do not thrash the cache as one tile at a time did with F(2x2, 3x3).)
     cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
     cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j, k
     cdef floating D[36 * TB]
@@ -388,11 +390,11 @@ cdef inline void _input_plane4(const floating* x, floating* v, floating* pl, Py_
             _bt6(D + j * TB, 6 * TB, E + j * TB, 6 * TB)
         for i in range(6):  # rows: D[6r + s] = (B^T d B)[r, s]
             _bt6(E + 6 * i * TB, TB, D + 6 * i * TB, TB)
-        _rows_out(D, v + t0, T, 36, nb)
+        _rows_out(D, v + t0, vs, 36, nb)
 
 
-cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating* dx, Py_ssize_t H,
-                                       Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH,
+cdef inline void _input_adjoint_plane4(const floating* v, Py_ssize_t vs, floating* pl, floating* dx,
+                                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad, Py_ssize_t tH,
                                        Py_ssize_t tW) noexcept nogil:
     # dx = sum of B dV B^T over the tiles of one plane, accumulated in the padded plane pl first.
     cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
@@ -405,7 +407,7 @@ cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating
     for blk in range((T + TB - 1) // TB):
         t0 = blk * TB
         nb = min(<Py_ssize_t>TB, T - t0)
-        _rows_in(v + t0, T, D, 36, nb)
+        _rows_in(v + t0, vs, D, 36, nb)
         for j in range(6):  # columns: E[6i + j] = (B u)[i, j]
             _b6(D + j * TB, 6 * TB, E + j * TB, 6 * TB)
         for i in range(6):  # rows: D[6i + j] = (B u B^T)[i, j]
@@ -427,7 +429,7 @@ cdef inline void _input_adjoint_plane4(const floating* v, floating* pl, floating
             dx[h * W + w] = p[w]
 
 
-cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, floating bias,
+cdef inline void _output_plane4(const floating* m, Py_ssize_t ms, floating* pl, floating* out, floating bias,
                                 Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t tH,
                                 Py_ssize_t tW) noexcept nogil:
     # out = A^T m A + bias per tile: tiles fill the 4*tH x 4*tW plane pl, which is cropped into out
@@ -442,7 +444,7 @@ cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, 
     for blk in range((T + TB - 1) // TB):
         t0 = blk * TB
         nb = min(<Py_ssize_t>TB, T - t0)
-        _rows_in(m + t0, T, D, 36, nb)
+        _rows_in(m + t0, ms, D, 36, nb)
         for b in range(6):  # columns: E[6a + s] = (A^T m)[a, s]
             _at6(D + b * TB, 6 * TB, E + b * TB, 6 * TB)
         for a in range(4):  # rows: D[4a + b] = (A^T m A)[a, b]
@@ -472,9 +474,10 @@ cdef inline void _output_plane4(const floating* m, floating* pl, floating* out, 
             out[h * Wo + w] = p[w] + bias
 
 
-cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floating* m, Py_ssize_t Ho,
-                                        Py_ssize_t Wo, Py_ssize_t tH, Py_ssize_t tW) noexcept nogil:
-    # m[k*T + o] = (A dY A^T)[k] per tile; dY is first copied into the zero-padded 4*tH x 4*tW plane pl.
+cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floating* m, Py_ssize_t ms,
+                                        Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t tH,
+                                        Py_ssize_t tW) noexcept nogil:
+    # m[k*ms + o] = (A dY A^T)[k] per tile; dY is first copied into the zero-padded 4*tH x 4*tW plane pl.
     cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
     cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, i, k, h
     cdef floating D[36 * TB]
@@ -502,7 +505,7 @@ cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floati
             _a6(D + b * TB, 4 * TB, E + b * TB, 4 * TB)
         for i in range(6):  # rows: D[6i + j] = (A dY A^T)[i, j]
             _a6(E + 4 * i * TB, TB, D + 6 * i * TB, TB)
-        _rows_out(D, m + t0, T, 36, nb)
+        _rows_out(D, m + t0, ms, 36, nb)
 
 
 # ---------------------------------------------------------------- entry points
@@ -531,7 +534,7 @@ def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssiz
                 nch = min(<Py_ssize_t>CB, C - c0)
                 for j in range(nch):
                     if m == 4:
-                        _input_plane4(&x[blk // nblk, c0 + j, 0, 0], tb + j * nk * T, tb + CB * nk * T,
+                        _input_plane4(&x[blk // nblk, c0 + j, 0, 0], tb + j * nk * T, T, tb + CB * nk * T,
                                       H, W, pad, tH, tW)
                     else:
                         _input_plane(&x[blk // nblk, c0 + j, 0, 0], tb + j * nk * T, tb + CB * nk * T,
@@ -541,10 +544,11 @@ def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssiz
             for nc in prange(N * C, schedule="static", num_threads=nthreads):
                 tb = &buf[threadid(), 0]
                 if m == 4:
-                    _input_plane4(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
+                    _input_plane4(&x[nc // C, nc % C, 0, 0], &V[0, nc % C, (nc // C) * T], kstride, tb,
+                                  H, W, pad, tH, tW)
                 else:
                     _input_plane(&x[nc // C, nc % C, 0, 0], tb, tb + nk * T, H, W, pad, tH, tW)
-                _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride, nk)
+                    _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride, nk)
 
 
 def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
@@ -559,10 +563,11 @@ def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssiz
     with nogil:
         for nc in prange(N * C, schedule="static", num_threads=nthreads):
             tb = &buf[threadid(), 0]
-            _gather_rows(&dV[0, nc % C, (nc // C) * T], tb, T, kstride, nk)
             if m == 4:
-                _input_adjoint_plane4(tb, tb + nk * T, &dx[nc // C, nc % C, 0, 0], H, W, pad, tH, tW)
+                _input_adjoint_plane4(&dV[0, nc % C, (nc // C) * T], kstride, tb, &dx[nc // C, nc % C, 0, 0],
+                                      H, W, pad, tH, tW)
             else:
+                _gather_rows(&dV[0, nc % C, (nc // C) * T], tb, T, kstride, nk)
                 _input_adjoint_plane(tb, tb + nk * T, &dx[nc // C, nc % C, 0, 0], H, W, pad, tH, tW)
 
 
@@ -578,10 +583,11 @@ def output_transform(const floating[:, :, :] M, const floating[::1] b, floating[
     with nogil:
         for nf in prange(N * F, schedule="static", num_threads=nthreads):
             tb = &buf[threadid(), 0]
-            _gather_rows(&M[0, nf % F, (nf // F) * T], tb, T, kstride, nk)
             if m == 4:
-                _output_plane4(tb, tb + nk * T, &out[nf // F, nf % F, 0, 0], b[nf % F], Ho, Wo, tH, tW)
+                _output_plane4(&M[0, nf % F, (nf // F) * T], kstride, tb, &out[nf // F, nf % F, 0, 0],
+                               b[nf % F], Ho, Wo, tH, tW)
             else:
+                _gather_rows(&M[0, nf % F, (nf // F) * T], tb, T, kstride, nk)
                 _output_plane(tb, tb + nk * T, &out[nf // F, nf % F, 0, 0], b[nf % F], Ho, Wo, tH, tW)
 
 
@@ -598,7 +604,8 @@ def output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :] dM, Py_s
         for nf in prange(N * F, schedule="static", num_threads=nthreads):
             tb = &buf[threadid(), 0]
             if m == 4:
-                _output_adjoint_plane4(&dout[nf // F, nf % F, 0, 0], tb + nk * T, tb, Ho, Wo, tH, tW)
+                _output_adjoint_plane4(&dout[nf // F, nf % F, 0, 0], tb, &dM[0, nf % F, (nf // F) * T], kstride,
+                                       Ho, Wo, tH, tW)
             else:
                 _output_adjoint_plane(&dout[nf // F, nf % F, 0, 0], tb + nk * T, tb, Ho, Wo, tH, tW)
-            _scatter_rows(tb, &dM[0, nf % F, (nf // F) * T], T, kstride, nk)
+                _scatter_rows(tb, &dM[0, nf % F, (nf // F) * T], T, kstride, nk)
