@@ -446,6 +446,21 @@ def test_conv_accepts_non_contiguous_arrays():
         np.testing.assert_allclose(g, r, **tol(np.float64))
 
 
+@pytest.mark.skipif(not fast.HAVE_CYTHON, reason="compiled kernels not in use (CONVNET_PUREPYTHON=1 or not built)")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_backward_kernel_zeroes_dx_itself(dtype):
+    # FastMaxPool.backward hands the kernel np.empty memory: a NaN-filled dx must come back clean.
+    from convnet._fast import _pool
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(dtype)
+    out, cache = FastMaxPool.forward(x, pool_param(2, 2, 2))
+    dout = np.random.default_rng(4).standard_normal(out.shape).astype(dtype)
+    dx = np.full((6, 36), np.nan, dtype=dtype)
+    _pool.maxpool_backward(dout.reshape(6, 9), cache.argmax.reshape(6, 9), dx, 2, True)
+    np.testing.assert_array_equal(dx.reshape(x.shape), FastMaxPool.backward(dout, cache))
+    ref = layers.MaxPool.backward(dout, layers.MaxPool.forward(x, pool_param(2, 2, 2))[1])
+    np.testing.assert_array_equal(dx.reshape(x.shape), ref)
+
+
 # ---------------------------------------------------------------- caches and bad input
 
 
