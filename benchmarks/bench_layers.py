@@ -8,9 +8,9 @@ Usage::
 Every case runs in one process with one thread count for everybody: numpy's
 BLAS threads, the OpenMP threads of the Cython kernels and ``torch.set_num_threads``
 are all set to ``--threads`` (default: BLAS's current count) and printed.
-Times are the median (or ``--stat min``) of ``--repeats`` runs after one warm-up. The naive layer
-is timed on a small batch and scaled linearly to the case's N (it is a loop
-over images). GFLOP/s counts 2*N*F*H_out*W_out*C*HH*WW per forward pass and
+Times are the median (or ``--stat min``) of ``--repeats`` runs after one warm-up.
+The naive layer is timed on one image (median of 3 after a warm-up) and scaled
+linearly to the case's N (it is a loop over images). GFLOP/s counts 2*N*F*H_out*W_out*C*HH*WW per forward pass and
 three times that for forward+backward; "peak%" divides by numpy's measured
 GEMM rate for the dtype. Pooling GB/s counts the bytes of the input and the
 output once per pass (forward) or twice (forward+backward). "mem" is the
@@ -55,6 +55,10 @@ CASES = {
 
 
 STAT = statistics.median
+
+
+# The naive layers take 0.1-0.3 s per image: a few repeats (not --repeats) of one image.
+NAIVE_REPEATS = 3
 
 
 def timeit(fn, repeats):
@@ -120,8 +124,8 @@ def bench_conv(name, spec, dtype, repeats, rng):
         o, c = layers.Conv.forward(xs1, w, b, cp)
         layers.Conv.backward(ds1, c)
 
-    r["naive_fwd"] = timeit(naive_fwd, 1) * N
-    r["naive_fb"] = timeit(naive_fb, 1) * N
+    r["naive_fwd"] = timeit(naive_fwd, NAIVE_REPEATS) * N
+    r["naive_fb"] = timeit(naive_fb, NAIVE_REPEATS) * N
     if torch is not None:
         tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
         td = torch.from_numpy(dout)
@@ -169,8 +173,8 @@ def bench_pool(name, spec, dtype, repeats, rng):
         Naive.backward(ds1, c)
 
     N = x.shape[0]
-    r["naive_fwd"] = timeit(naive_fwd, 1) * N
-    r["naive_fb"] = timeit(naive_fb, 1) * N
+    r["naive_fwd"] = timeit(naive_fwd, NAIVE_REPEATS) * N
+    r["naive_fb"] = timeit(naive_fb, NAIVE_REPEATS) * N
     if torch is not None:
         tx, td = torch.from_numpy(x), torch.from_numpy(dout)
         tfn = TF.max_pool2d if kind == "max" else TF.avg_pool2d
