@@ -17,6 +17,15 @@ from cython cimport floating
 from libc.string cimport memset
 
 
+cdef inline void _span(Py_ssize_t o, Py_ssize_t k, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t size,
+                       Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    # [lo, hi): the real (non-padding) elements of window o, k wide, along an axis of `size`.
+    cdef Py_ssize_t a = o * stride - pad
+    cdef Py_ssize_t b = a + k
+    lo[0] = a if a > 0 else 0
+    hi[0] = b if b < size else size
+
+
 cdef inline void _maxpool_plane(const floating* x, floating* out, int* argmax,
                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t H_out, Py_ssize_t W_out,
                                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
@@ -28,19 +37,9 @@ cdef inline void _maxpool_plane(const floating* x, floating* out, int* argmax,
     for q in range(H * W):
         has_nan = has_nan | (x[q] != x[q])
     for i in range(H_out):
-        hs = i * stride - pad
-        he = hs + ph
-        if hs < 0:
-            hs = 0
-        if he > H:
-            he = H
+        _span(i, ph, stride, pad, H, &hs, &he)
         for j in range(W_out):
-            ws = j * stride - pad
-            we = ws + pw
-            if ws < 0:
-                ws = 0
-            if we > W:
-                we = W
+            _span(j, pw, stride, pad, W, &ws, &we)
             best = x[hs * W + ws]
             best_i = hs * W + ws
             if has_nan:
@@ -116,19 +115,9 @@ cdef inline void _avgpool_plane(const floating* x, floating* out,
                 out[i * W_out + j] = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) * scale
         return
     for i in range(H_out):
-        hs = i * stride - pad
-        he = hs + ph
-        if hs < 0:
-            hs = 0
-        if he > H:
-            he = H
+        _span(i, ph, stride, pad, H, &hs, &he)
         for j in range(W_out):
-            ws = j * stride - pad
-            we = ws + pw
-            if ws < 0:
-                ws = 0
-            if we > W:
-                we = W
+            _span(j, pw, stride, pad, W, &ws, &we)
             acc = 0
             for h in range(hs, he):
                 for w in range(ws, we):
@@ -190,19 +179,9 @@ cdef inline void _avgpool_back_plane(const floating* dout, floating* dx,
         return
     memset(dx, 0, H * W * sizeof(floating))
     for i in range(H_out):
-        hs = i * stride - pad
-        he = hs + ph
-        if hs < 0:
-            hs = 0
-        if he > H:
-            he = H
+        _span(i, ph, stride, pad, H, &hs, &he)
         for j in range(W_out):
-            ws = j * stride - pad
-            we = ws + pw
-            if ws < 0:
-                ws = 0
-            if we > W:
-                we = W
+            _span(j, pw, stride, pad, W, &ws, &we)
             g = dout[i * W_out + j] * scale
             for h in range(hs, he):
                 for w in range(ws, we):
