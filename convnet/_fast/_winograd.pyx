@@ -68,9 +68,10 @@ cdef inline void _scatter_cols(const floating* buf, floating* v, Py_ssize_t T, P
                 row[j] = buf[j * bs + k * T + t]
 
 
-cdef _scratch(floating like, int nthreads, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m, Py_ssize_t planes=1):
-    # Per thread: the [(m+2)^2][T] tile rows of `planes` planes, then one zero-padded
-    # (m*tH + 2) x (m*tW + 2) plane.
+cdef _scratch(floating like, int nthreads, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m, Py_ssize_t planes):
+    # Per thread: the [(m+2)^2][T] tile rows of `planes` planes (F(2x2) stages each plane's
+    # tiles; F(4x4) works on V and M in place and needs none unless transposing), then one
+    # zero-padded (m*tH + 2) x (m*tW + 2) plane.
     return np.empty((max(nthreads, 1), planes * (m + 2) * (m + 2) * tH * tW + (m * tH + 2) * (m * tW + 2)),
                     dtype=np.float32 if floating is float else np.float64)
 
@@ -524,7 +525,10 @@ def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssiz
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = V.strides[0] // sizeof(floating)
     cdef Py_ssize_t nc, nblk = (C + CB - 1) // CB, blk, c0, nch, j
-    cdef floating[:, ::1] buf = _scratch(x[0, 0, 0, 0], nthreads, tH, tW, m, CB if transposed else 1)
+    cdef Py_ssize_t staged = <Py_ssize_t>(m == 2)  # planes of tiles staged per thread
+    if transposed:
+        staged = CB
+    cdef floating[:, ::1] buf = _scratch(x[0, 0, 0, 0], nthreads, tH, tW, m, staged)
     cdef floating* tb
     with nogil:
         if transposed:
@@ -558,7 +562,7 @@ def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssiz
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = dV.strides[0] // sizeof(floating)
     cdef Py_ssize_t nc
-    cdef floating[:, ::1] buf = _scratch(dx[0, 0, 0, 0], nthreads, tH, tW, m)
+    cdef floating[:, ::1] buf = _scratch(dx[0, 0, 0, 0], nthreads, tH, tW, m, <Py_ssize_t>(m == 2))
     cdef floating* tb
     with nogil:
         for nc in prange(N * C, schedule="static", num_threads=nthreads):
@@ -578,7 +582,7 @@ def output_transform(const floating[:, :, :] M, const floating[::1] b, floating[
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = M.strides[0] // sizeof(floating)
     cdef Py_ssize_t nf
-    cdef floating[:, ::1] buf = _scratch(out[0, 0, 0, 0], nthreads, tH, tW, m)
+    cdef floating[:, ::1] buf = _scratch(out[0, 0, 0, 0], nthreads, tH, tW, m, <Py_ssize_t>(m == 2))
     cdef floating* tb
     with nogil:
         for nf in prange(N * F, schedule="static", num_threads=nthreads):
@@ -598,7 +602,7 @@ def output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :] dM, Py_s
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = dM.strides[0] // sizeof(floating)
     cdef Py_ssize_t nf
-    cdef floating[:, ::1] buf = _scratch(dout[0, 0, 0, 0], nthreads, tH, tW, m)
+    cdef floating[:, ::1] buf = _scratch(dout[0, 0, 0, 0], nthreads, tH, tW, m, <Py_ssize_t>(m == 2))
     cdef floating* tb
     with nogil:
         for nf in prange(N * F, schedule="static", num_threads=nthreads):
