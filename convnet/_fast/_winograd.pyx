@@ -365,7 +365,7 @@ cdef inline void _input_plane4(const floating* x, floating* v, Py_ssize_t vs, fl
     # (The rows k of V are written in place: blocks of TB tiles make whole-line runs, so the
     # 36 rows at once do not thrash the cache as one tile at a time did with F(2x2, 3x3).)
     cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
-    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j, k
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j
     cdef floating D[36 * TB]
     cdef floating E[36 * TB]
     cdef const floating* p
@@ -399,7 +399,7 @@ cdef inline void _input_adjoint_plane4(const floating* v, Py_ssize_t vs, floatin
                                        Py_ssize_t tW) noexcept nogil:
     # dx = sum of B dV B^T over the tiles of one plane, accumulated in the padded plane pl first.
     cdef Py_ssize_t T = tH * tW, Wp = 4 * tW + 2, Hp = 4 * tH + 2
-    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j, k, h, w
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, i, j, h, w
     cdef floating D[36 * TB]
     cdef floating E[36 * TB]
     cdef floating* p
@@ -437,7 +437,7 @@ cdef inline void _output_plane4(const floating* m, Py_ssize_t ms, floating* pl, 
     # (or, when the tiles cover out exactly, go straight into it).
     cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
     cdef bint whole = Ho == 4 * tH and Wo == 4 * tW
-    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, k, h, w
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, h, w
     cdef floating D[36 * TB]
     cdef floating E[24 * TB]
     cdef floating* p
@@ -480,7 +480,7 @@ cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floati
                                         Py_ssize_t tW) noexcept nogil:
     # m[k*ms + o] = (A dY A^T)[k] per tile; dY is first copied into the zero-padded 4*tH x 4*tW plane pl.
     cdef Py_ssize_t T = tH * tW, Wq = 4 * tW
-    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, i, k, h
+    cdef Py_ssize_t blk, t0, nb, tb, ti, tj, a, b, i, h
     cdef floating D[36 * TB]
     cdef floating E[24 * TB]
     cdef const floating* p
