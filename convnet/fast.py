@@ -442,9 +442,15 @@ def winograd_chunk_size(g: _checks.ConvGeometry, itemsize: int, share: int = 1, 
     One image holds ``(m+2)^2 * (C + F) * ceil(H_out/m) * ceil(W_out/m)``
     transformed elements (input tiles and output tiles; the backward pass reuses
     the input tiles' buffer for their gradient), m the output tile size of
-    ``algo`` (default: the one :class:`FastConv` would use, F(2x2, 3x3) if none).
-    ``share`` threads split the budget.
+    ``algo``: ``'winograd2'``, ``'winograd4'`` or None (default: the one
+    :class:`FastConv` would use, F(2x2, 3x3) if none). ``share`` threads split
+    the budget.
     """
+    named = {"winograd2": _WINO2, "winograd4": _WINO4}
+    if isinstance(algo, str) and algo in named:
+        algo = named[algo]
+    elif algo is not None and not isinstance(algo, _Winograd):
+        raise ValueError(f"algo must be None, 'winograd2' or 'winograd4', got {algo!r}")
     algo = algo or _winograd_for(g) or _WINO2
     per_image = (g.C + g.F) * algo.multiplies(g) * itemsize
     limit = min(_column_budget // share, _WINOGRAD_CHUNK_TARGET)

@@ -1013,6 +1013,21 @@ def test_auto_picks_winograd_only_where_it_pays(case, expect, conv_algorithm):
     assert fast._use_winograd(g) is (g.HH == g.WW == 3 and g.stride == 1)
 
 
+def test_winograd_chunk_size_takes_a_named_tile_size_and_refuses_others():
+    x, w, b, cp = conv_inputs((64, 8, 16, 16, 8, 3, 3, 1, 1), np.float64, seed=0)
+    g = _checks.conv_args(x, w, b, cp)
+    old = fast.set_column_budget(2**30)
+    try:
+        # (C + F) * (m+2)^2 * tiles * 8 bytes per image: 128 KiB for F(2x2), 72 KiB for F(4x4)
+        assert fast.winograd_chunk_size(g, 8, algo="winograd2") == fast._WINOGRAD_CHUNK_TARGET // (16 * 16 * 64 * 8)
+        assert fast.winograd_chunk_size(g, 8, algo="winograd4") == fast._WINOGRAD_CHUNK_TARGET // (16 * 36 * 16 * 8)
+    finally:
+        fast.set_column_budget(old)
+    for bad in ("winograd", "F4", 4):
+        with pytest.raises(ValueError, match="algo must be None, 'winograd2' or 'winograd4'"):
+            fast.winograd_chunk_size(g, 8, algo=bad)
+
+
 @pytest.mark.parametrize("hw, m", [
     ((16, 16), 4),  # F(4x4): 36*4*4 = 576 multiplications per channel pair, F(2x2): 16*8*8 = 1024
     ((8, 8), 4),    # 144 vs 256
