@@ -13,6 +13,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 
 def _flag(name):
@@ -73,6 +74,25 @@ class BuildExt(build_ext):
         return True
 
 
+class BuildPy(build_py):
+    """Also carry the build files and tests in the wheel (grader/_source), so an installed grader can
+    write a student release or a Gradescope bundle as a checkout does."""
+
+    def run(self):
+        super().run()
+        import shutil
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        dest = os.path.join(self.build_lib, "grader", "_source")
+        os.makedirs(dest, exist_ok=True)
+        for name in ("setup.py", "pyproject.toml", "README.md"):
+            if os.path.isfile(os.path.join(here, name)):
+                shutil.copy2(os.path.join(here, name), dest)
+        if os.path.isdir(os.path.join(here, "tests")):
+            shutil.copytree(os.path.join(here, "tests"), os.path.join(dest, "tests"), dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache"))
+
+
 def extensions():
     here = os.path.dirname(os.path.abspath(__file__))
     exts = []
@@ -90,4 +110,4 @@ def extensions():
     return cythonize(exts, compiler_directives=DIRECTIVES, quiet=True)
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt, "build_py": BuildPy})

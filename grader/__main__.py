@@ -1,4 +1,4 @@
-"""``python -m grader [SUBMISSION ...]`` (also ``convnet-grade``): grade submissions, print a table, write results.json.
+"""``python -m grader`` (also ``convnet-grade``): grade submissions, print a table, write results.json.
 
 Usage::
 
@@ -7,8 +7,9 @@ Usage::
     python -m grader sub.zip --visible-only  # what students run locally
     python -m grader a/ b.zip c/ --jobs 2 --json-dir OUT/   # one OUT/<name>.json each
     python -m grader --batch SUBMISSIONS/ OUT/ --jobs 2     # every entry of SUBMISSIONS/
-    python -m grader release OUT/            # the student starter (grader.release)
-    python -m grader bundle OUT.zip          # the Gradescope bundle (grader.bundle)
+    python -m grader --explain "Conv.forward"                # a visible check's inputs and call, as code
+    python -m grader release OUT/            # the student starter
+    python -m grader bundle OUT.zip          # the Gradescope autograder
 
 The exit code is 0 whenever grading completed, whatever the score; 2 for bad
 usage; 1 when the grader itself failed (a minimal results.json is still written).
@@ -24,37 +25,43 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-SUBCOMMANDS = {"release": "grader.release", "bundle": "grader.bundle"}
+# Each subcommand lives in its own module exposing main(argv) -> int; imported lazily.
+SUBCOMMANDS = {
+    "release": ("grader.release", "write the student starter (python -m grader release OUT/)"),
+    "bundle": ("grader.bundle", "write the Gradescope autograder zip (python -m grader bundle OUT.zip)"),
+}
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m grader", description="Grade convnet submissions in a sandbox.")
+    epilog = "subcommands:\n" + "\n".join(f"  {name:9s} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    p = argparse.ArgumentParser(prog="python -m grader", description="Grade convnet submissions in a sandbox.",
+                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("submissions", nargs="*", help="directory or .zip (default: the bundled reference)")
     p.add_argument("--json", metavar="PATH", help="write Gradescope's results.json here (one submission)")
     p.add_argument("--json-dir", metavar="DIR", help="with several submissions: DIR/<name>.json each")
     p.add_argument("--batch", nargs=2, metavar=("DIR", "OUTDIR"), help="grade every entry of DIR into OUTDIR")
     p.add_argument("--visible-only", action="store_true", help="run only the visible checks")
+    p.add_argument("--explain", metavar="CHECK", help="print a visible check's public inputs and call as code")
     p.add_argument("--jobs", type=int, default=2, help="children (or submissions) run at once (default 2)")
     p.add_argument("--timeout", type=float, default=30.0, help="wall-clock seconds per child (default 30)")
     p.add_argument("--seed", type=int, default=None, help="secret seed (default: a fresh random one)")
+    p.add_argument("--brief", action="store_true", help="the score table only, without each failure's feedback")
     p.add_argument("--quiet", action="store_true", help="no table and no progress bar")
     return p
 
 
-def _progress_bar(total_hint: str, quiet: bool):
+def _progress_bar(label: str, quiet: bool):
     if quiet:
         return None, lambda: None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return (lambda d, t, n: print(f"[{d}/{t}] {n}", file=sys.stderr)), (lambda: None)
+    from tqdm import tqdm
+
     bar = {"b": None}
     lock = threading.Lock()
 
     def update(done, total, name):
         with lock:
             if bar["b"] is None:
-                bar["b"] = tqdm(total=total, desc=total_hint, file=sys.stderr, leave=False)
+                bar["b"] = tqdm(total=total, desc=label, file=sys.stderr, leave=False)
             bar["b"].set_postfix_str(str(name)[:30])
             bar["b"].update(done - bar["b"].n)
 
@@ -65,7 +72,8 @@ def _progress_bar(total_hint: str, quiet: bool):
     return update, close
 
 
-def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0, seed=None, quiet=False):
+def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0, seed=None, quiet=False,
+              details=True):
     """Grade one submission (None: the reference); returns (results dict, table text). Always writes json_path."""
     from grader import report
 
@@ -81,7 +89,7 @@ def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0,
         finally:
             close()
         results = report.results_json(graded, time.perf_counter() - t0)
-        text = report.table(graded)
+        text = report.table(graded, details=details)
     except BaseException as exc:
         results = report.failure_json(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
                                       time.perf_counter() - t0)
@@ -93,12 +101,25 @@ def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0,
     return results, text
 
 
+def _explain(name: str) -> int:
+    from grader.explain import explain
+
+    try:
+        print(explain(name), end="")
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
+    if args.explain:
+        return _explain(args.explain)
     subs = [Path(s) for s in args.submissions]
     if args.batch:
         src, outdir = Path(args.batch[0]), Path(args.batch[1])
@@ -110,12 +131,11 @@ def main(argv=None) -> int:
     if len(subs) > 1 and args.json:
         print("--json is for one submission; use --json-dir with several", file=sys.stderr)
         return 2
-    status = 0
     if len(subs) <= 1:
         path = subs[0] if subs else None
         try:
             results, text = grade_one(path, args.json, visible_only=args.visible_only, jobs=args.jobs,
-                                      timeout=args.timeout, seed=args.seed, quiet=args.quiet)
+                                      timeout=args.timeout, seed=args.seed, quiet=args.quiet, details=not args.brief)
         except Exception as exc:  # noqa: BLE001 - results.json was written by grade_one
             print(f"grader failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
@@ -124,6 +144,7 @@ def main(argv=None) -> int:
             print(f"execution time {results['execution_time']:.1f} s")
         return 0
     outdir = Path(args.json_dir)
+    status = 0
 
     def one(path):
         try:

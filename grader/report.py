@@ -33,10 +33,10 @@ def _jsonable(obj):
     return f if math.isfinite(f) else str(f)
 
 
-def results_json(graded: dict, execution_time: float) -> dict:
+def results_json(graded, execution_time: float) -> dict:
     """Gradescope's results.json from :func:`grader.engine.grade`'s result."""
     tests = []
-    for number, v in enumerate(graded["verdicts"], start=1):
+    for number, v in enumerate(graded.verdicts, start=1):
         output = v.message + (("\n" + v.output) if v.output else "")
         tests.append({
             "name": v.name,
@@ -47,15 +47,15 @@ def results_json(graded: dict, execution_time: float) -> dict:
             "output": output[:OUTPUT_LIMIT],
             "visibility": v.visibility,
             "tags": list(v.tags),
-            "extra_data": _jsonable({**v.extra, "seconds": round(v.seconds, 3)}),
+            "extra_data": _jsonable({**v.extra, "target": v.target, "seconds": round(v.seconds, 3)}),
         })
     score = sum(t["score"] for t in tests)
     total = sum(t["max_score"] for t in tests)
-    layers = graded.get("layers", {})
+    layers = graded.layers
     lines = [f"Score: {score:g} / {total:g}"]
-    if graded.get("missing"):
-        lines.append("Missing files: " + ", ".join(graded["missing"]))
-    lines += graded.get("notes", [])
+    if graded.missing:
+        lines.append("Missing files: " + ", ".join(graded.missing))
+    lines += graded.notes
     if not layers.get("landlock"):
         lines.append("warning: Landlock is unavailable here; the reference is unimportable but not unreadable")
     return {
@@ -65,8 +65,8 @@ def results_json(graded: dict, execution_time: float) -> dict:
         "visibility": "visible",
         "stdout_visibility": "hidden",
         "tests": tests,
-        "extra_data": _jsonable({"secret_seed": graded.get("seed"), "sandbox": layers,
-                                 "visible_only": graded.get("visible_only"), "release": graded.get("release")}),
+        "extra_data": _jsonable({"secret_seed": graded.seed, "sandbox": layers,
+                                 "visible_only": graded.visible_only, "release": graded.release}),
     }
 
 
@@ -98,17 +98,19 @@ def write_json(data: dict, path) -> Path:
     return path
 
 
-def table(graded: dict) -> str:
-    """The score table: check, points, time, message."""
+def table(graded, details: bool = False) -> str:
+    """The score table: check, points, time, message (and each failing check's feedback when ``details``)."""
     rows = [(v.name, f"{v.score:g}/{v.max_score:g}", f"{v.seconds:.2f}s",
              ("ok    " if v.passed else "FAIL  ") + (v.message.splitlines()[0][:100] if v.message else ""))
-            for v in graded["verdicts"]]
+            for v in graded.verdicts]
     w0 = max([len(r[0]) for r in rows] + [5])
     lines = [f"{'check':{w0}}  {'points':>7}  {'time':>7}  message", "-" * (w0 + 30)]
     for name, pts, t, msg in rows:
         lines.append(f"{name:{w0}}  {pts:>7}  {t:>7}  {msg}")
-    score = sum(v.score for v in graded["verdicts"])
-    total = sum(v.max_score for v in graded["verdicts"])
     lines.append("-" * (w0 + 30))
-    lines.append(f"{'total':{w0}}  {score:g}/{total:g}")
+    lines.append(f"{'total':{w0}}  {graded.score:g}/{graded.max_score:g}")
+    if details:
+        for v in graded.verdicts:
+            if not v.passed and v.output:
+                lines += ["", f"== {v.name}", v.output]
     return "\n".join(lines)
