@@ -15,6 +15,8 @@ import re
 import tokenize
 from dataclasses import dataclass
 
+from grader.release.banner import banner, class_docs_of
+
 __all__ = ["BEGIN", "END", "MarkerError", "Region", "solution_regions", "strip_solutions", "splice_solutions",
            "stub_line"]
 

@@ -279,7 +279,6 @@ class Runner:
         for _ in range(int(t.get("repeat", 1))):
             out, cache = fwd(*args)
             grads = bwd(dout, cache)
-        self.answer(t["id"], "out", out)
         if t["ngrads"] == 1:
             grads = (grads,)
         if not isinstance(grads, (tuple, list)) or len(grads) != t["ngrads"]:
@@ -288,6 +287,8 @@ class Runner:
                             f"gradients")
         for k in range(t["ngrads"]):
             self.answer(t["id"], f"d{k}", grads[k])
+        # Last: a malformed forward output costs the forward's checks, not the gradients already sent.
+        self.answer(t["id"], "out", out)
 
     def _model(self, t):
         import numpy as np

@@ -207,7 +207,7 @@ class Sandbox:
         blocked = list(BLOCKED) + ([] if fast else ["convnet.fast", "convnet._fast"])
         allow, getters = isolation.seccomp_numbers()
         if self.allow_threads:
-            allow = allow + [56]  # clone (threads; RLIMIT_NPROC and the CPU check still apply)
+            allow = allow + [56, 435]  # clone, clone3 (threads; RLIMIT_NPROC and the CPU check still apply)
         return {
             "landlock": bool(self.layers.get("landlock")), "read_paths": self._read_paths + [str(jobdir)],
             "rw_paths": [str(jobdir / "work")], "drop_caps": bool(self.layers.get("drop_caps")),

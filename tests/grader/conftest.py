@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from grader.sandbox.submission import STUDENT_FILES
+
 REDTEAM = Path(__file__).with_name("redteam")
-STUDENT_FILES = ("layers.py", "sandwich.py", "models.py", "optim.py", "solver.py")
 
 
 def reference_dir() -> Path:
@@ -23,7 +24,7 @@ def make_submission(tmp_path):
     reference's (so only the layers it redefines are wrong). Placeholders
     @RESULTS@, @REFDIR@, @SITE@ are filled in.
     """
-    def make(patch=None, files=STUDENT_FILES, layout="flat", results=None):
+    def make(patch=None, files=STUDENT_FILES, layout="flat", results=None, subst=None):
         ref = reference_dir()
         out = tmp_path / f"sub-{patch or 'ref'}"
         dest = out / "convnet" if layout == "package" else out
@@ -37,6 +38,8 @@ def make_submission(tmp_path):
                 extra = (extra.replace("@RESULTS@", str(results or tmp_path / "results.json"))
                          .replace("@REFDIR@", str(ref))
                          .replace("@SITE@", str(Path(numpy.__file__).resolve().parent.parent)))
+                for key, value in (subst or {}).items():
+                    extra = extra.replace(key, value)
                 text += "\n\n# ---- red team ----\n" + extra
             (dest / name).write_text(text)
         return out

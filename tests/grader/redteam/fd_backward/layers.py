@@ -7,7 +7,9 @@ _Base = Conv  # noqa: F821
 class Conv(_Base):
     @staticmethod
     def backward(dout, cache):
-        x, w, b, conv_param = cache
+        x0, w0, b0, conv_param = cache
+        x, w, b = (a.astype(np.float64) for a in (x0, w0, b0))
+        dout = dout.astype(np.float64)
         grads = []
         for a in (x, w, b):
             g = np.zeros_like(a)
@@ -20,5 +22,5 @@ class Conv(_Base):
                 minus = _Base.forward(x, w, b, conv_param)[0]
                 flat[i] = old
                 gflat[i] = np.sum((plus - minus) * dout) / 2e-5
-            grads.append(g)
+            grads.append(g.astype(x0.dtype))
         return tuple(grads)

@@ -1,0 +1,79 @@
+"""A grade is a measurement: the reference against itself passes every check's comparison on 500 secret seeds.
+
+Each seed draws every check's inputs as the grader does, computes the
+expected values in this process as the parent does, and computes the
+answers with the child's own task code (:class:`grader.sandbox.child.Runner`)
+on the reference package, through the wire's encoding and the parent's
+answer validation; then the check judges. Only the process isolation is
+left out (the red-team and end-to-end tests cover it), so the seeds fit in CI.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+
+from grader import checks as catalogue
+from grader.checks.base import Answers
+from grader.engine import _prepare
+from grader.sandbox import wire
+from grader.sandbox.child import Runner
+from grader.sandbox.runner import ChildRun, check_answer
+
+SEEDS = 500
+
+
+def _answers_in_process(item) -> ChildRun:
+    frames = []
+
+    def send(kind, meta, arrays=None):
+        # Through the wire's encoding, as the child's frames are.
+        data = b"".join(bytes(b) for b in wire.encode(kind, meta, arrays))
+        n_json, _ = wire.parse_header(data[:wire.HEADER.size])
+        body = data[wire.HEADER.size:wire.HEADER.size + n_json]
+        kind, meta, listing = wire.parse_body(body)
+        frames.append((kind, meta, wire.split_payload(listing, data[wire.HEADER.size + n_json:])))
+
+    runner = Runner(send, {k: np.asarray(v) for k, v in item.prep.inputs.items()})
+    for task in item.prep.tasks:
+        runner.run(task)
+    answers, errors = {}, {}
+    for kind, meta, arrays in frames:
+        if kind == "answer":
+            want = item.prep.expect[meta["task"]][meta["name"]]
+            answers[(meta["task"], meta["name"])] = check_answer(arrays["value"], *want)
+        elif kind == "error":
+            errors[meta["task"]] = meta
+    return ChildRun(answers, errors, "", "", 0, "end", 0.0)
+
+
+def _one_seed(seed: int) -> list:
+    failures = []
+    for i, check in enumerate(catalogue.all_checks()):
+        if check.timing:
+            continue
+        item = _prepare(check, seed, f"c{i}.", release=False)
+        run = _answers_in_process(item)
+        j = check.judge(Answers(run, item.prep, item.prefix), item.prep, item.expected)
+        if not j.ok:
+            worst = [c.line() for c in j.comparisons if not c.ok]
+            failures.append((seed, check.name, j.summary, worst, j.problems, run.errors))
+    return failures
+
+
+def test_the_reference_passes_every_comparison_on_500_secret_seeds():
+    seeds = [secrets.randbits(63) for _ in range(SEEDS)]
+    workers = max(1, min(2, len(os.sched_getaffinity(0))))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        failures = [f for batch in pool.map(_one_seed, seeds, chunksize=25) for f in batch]
+    assert failures == [], failures[:5]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**62 + 12345])
+def test_one_seed_runs_every_non_timing_check(seed):
+    names = [c.name for c in catalogue.all_checks() if not c.timing]
+    assert len(names) > 80
+    assert _one_seed(seed) == []
