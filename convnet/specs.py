@@ -449,7 +449,7 @@ LAYERS = {
             "public": G(label="x (200, 50), p 0.3", dims=dict(x=(200, 50), p=0.3)),
             "hidden": (G(label="x (100, 80), p 0.6", dims=dict(x=(100, 80), p=0.6)),),
         },
-        points={"forward": 2, "hidden": 1},
+        points={"forward": 1, "backward": 1, "hidden": 1},
     ),
 }
 

@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = ["explain", "literal", "find_check"]
 
-MAX_LITERAL = 200
+MAX_LITERAL = 2000
 
 
 def literal(name: str, value) -> str:

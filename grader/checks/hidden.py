@@ -10,7 +10,7 @@ from __future__ import annotations
 from convnet.specs import Geometry
 from grader.checks.environment import environment_checks
 from grader.checks.layer import layer_checks
-from grader.checks.model import EndToEnd, KaimingCheck, ModelLoss, ModelOverfit, model_kwargs
+from grader.checks.model import EndToEnd, KaimingCheck, ModelInit, ModelLoss, ModelOverfit, model_kwargs
 from grader.checks.optim import RULES, OptimStep
 from grader.checks.timing import K, FastSpeedCheck, TimingCheck
 from grader.checks.visible import FULLY_CONNECTED, THREE_LAYER, TWO_LAYER
@@ -44,6 +44,8 @@ def checks() -> list:
                   visibility="hidden", cls="ThreeLayerConvNet", kwargs=dict(THREE_LAYER, reg=0.1), scores=True),
         ModelOverfit(name="ThreeLayerConvNet overfits a small batch", target="ThreeLayerConvNet.loss", points=2,
                      visibility="hidden", cls="ThreeLayerConvNet", kwargs=dict(THREE_LAYER, weight_scale=0.1)),
+        ModelInit(name="DeepConvNet with batch norm: initial parameters", target="DeepConvNet.__init__", points=1,
+                  visibility="hidden", cls="DeepConvNet", kwargs=_deep(True)),
         ModelLoss(name="DeepConvNet loss and gradients (reg 0.05)", target="DeepConvNet.loss", points=2,
                   visibility="hidden", cls="DeepConvNet", kwargs=_deep(False), scores=True),
         ModelLoss(name="DeepConvNet with batch norm: loss and gradients", target="DeepConvNet.loss", points=2,

@@ -206,7 +206,7 @@ class LayerBackward(_LayerCheck):
         lines = self._inputs_code() + [
             f"out, cache = {self.layer}.forward({', '.join(names)})",
             f"dout = rng.standard_normal(out.shape).astype(np.{self.geometry.dtype})",
-            f"{', '.join(grads)}{',' if len(grads) == 1 else ''} = {self.layer}.{self.method}(dout, cache)",
+            f"{', '.join(grads)} = {self.layer}.{self.method}(dout, cache)",
         ]
         what = "numeric gradients of the reference's forward" if self.against == "fd" else "the reference's gradients"
         lines.append(f"# expected: {what}")
@@ -279,46 +279,78 @@ class LayerState(_LayerCheck):
 
 @dataclass(kw_only=True)
 class DropoutCheck(_LayerCheck):
-    """Inverted dropout: the fraction dropped, the scaling of kept units, backward through the same mask, test mode."""
+    """Inverted dropout, graded by what must hold whatever random numbers the student draws.
+
+    ``part="forward"``: the fraction dropped in train mode is p (within the sampling spread), kept units are
+    scaled by 1/(1-p), test mode is the identity. ``part="backward"``: dx is dout through the mask the
+    student's own forward used (``out / x``), so a forward bug does not cost the backward's points.
+    """
+
+    part: str = "forward"
 
     def prepare(self, rng, prefix):
         call = self._call(rng)
         args, inputs = encode_call(call, prefix)
         dout = rng.standard_normal(call.arrays["x"].shape).astype(self.geometry.dtype)
         inputs[prefix + "dout"] = dout
-        test_args = [args[0], dict(args[1], mode="test")]
-        tasks = [wire.task("fwdbwd", prefix + "tr", fn=f"layers.{self.layer}", args=args, dout=prefix + "dout",
-                           ngrads=1),
-                 wire.task("call", prefix + "te", fn=f"layers.{self.layer}.forward", args=test_args,
-                           outs={"out": [0]})]
         shape = (call.arrays["x"].shape, np.dtype(self.geometry.dtype))
-        return Prepared(tasks, inputs, {prefix + "tr": ["out", "d0"], prefix + "te": ["out"]},
-                        {"call": call, "dout": dout, "shape": shape})
+        if self.part == "backward":
+            tasks = [wire.task("fwdbwd", prefix + "tr", fn=f"layers.{self.layer}", args=args, dout=prefix + "dout",
+                               ngrads=1)]
+            expect = {prefix + "tr": ["out", "d0"]}
+        else:
+            test_args = [args[0], dict(args[1], mode="test")]
+            tasks = [wire.task("call", prefix + "tr", fn=f"layers.{self.layer}.forward", args=args,
+                               outs={"out": [0]}),
+                     wire.task("call", prefix + "te", fn=f"layers.{self.layer}.forward", args=test_args,
+                               outs={"out": [0]})]
+            expect = {prefix + "tr": ["out"], prefix + "te": ["out"]}
+        return Prepared(tasks, inputs, expect, {"call": call, "dout": dout, "shape": shape})
 
     def shapes(self, prep, expected):
         s = prep.state["shape"]
         return {"tr.out": s, "tr.d0": s, "te.out": s}
 
+    def snippet(self, prep, expected):
+        lines = self._inputs_code() + [f"out, cache = {self.layer}.forward(x, dropout_param)"]
+        if self.part == "backward":
+            lines += ["dout = rng.standard_normal(x.shape)",
+                      f"dx = {self.layer}.backward(dout, cache)",
+                      'print("dx max error:", np.max(np.abs(dx - dout * out / x)))  # dout through your mask']
+        else:
+            lines += ['print("dropped", np.mean(out == 0), "expected about", dropout_param["p"])',
+                      'kept = out != 0',
+                      'print("kept units error:", np.max(np.abs(out[kept] - x[kept] / (1 - dropout_param["p"]))))',
+                      f'test, _ = {self.layer}.forward(x, dict(dropout_param, mode="test"))',
+                      'print("test mode error:", np.max(np.abs(test - x)))']
+        return lines
+
     def describe(self, prep):
-        return describe_call(self.spec, "forward", prep.state["call"], self.geometry) + " (train and test mode)"
+        what = "forward in train and test mode" if self.part == "forward" else "forward then backward (train mode)"
+        return describe_call(self.spec, self.part, prep.state["call"], self.geometry) + f": {what}"
 
     def judge(self, answers, prep, expected):
         call, dout = prep.state["call"], prep.state["dout"]
         x, p = call.arrays["x"], call.params["dropout_param"]["p"]
+        scale = 1 / (1 - p)
+        if self.part == "backward":
+            out, dx = answers.get("tr", "out"), answers.get("tr", "d0")
+            if dx is None or out is None:
+                problems = [f"{'out' if k.endswith('out') else 'dx'}: {v}" for k, v in answers.problems.items()]
+                return Judgement(False, "missing answers", problems=problems)
+            c = compare("dx (dout through your forward's mask, out / x)", dx, dout * (out / x),
+                        scale=scale_of(dout) * scale, dtype=self.geometry.dtype)
+            return Judgement(c.ok, "backward uses the forward's mask" if c.ok else "dx differs", [c])
         problems = [f"{k.replace('tr.', 'train ').replace('te.', 'test ')}: {v}" for k, v in answers.problems.items()]
         if problems:
             return Judgement(False, "missing answers", problems=problems)
-        out, dx, test = answers.get("tr", "out"), answers.get("tr", "d0"), answers.get("te", "out")
+        out, test = answers.get("tr", "out"), answers.get("te", "out")
         kept = out != 0
         frac = 1 - float(kept.mean())
-        scale = 1 / (1 - p)
-        extra = {"drop_fraction": frac, "p": p}
         # Binomial spread: 6 standard deviations of the dropped fraction.
         spread = 6 * np.sqrt(p * (1 - p) / x.size)
         comparisons = [
             compare("kept units (x / (1 - p))", out[kept], x[kept] * scale, scale=scale_of(x) * scale,
-                    dtype=self.geometry.dtype),
-            compare("dx (dout through the same mask)", dx, dout * kept * scale, scale=scale_of(dout) * scale,
                     dtype=self.geometry.dtype),
             compare("test mode output (x)", test, x, scale=scale_of(x), dtype=self.geometry.dtype),
         ]
@@ -327,7 +359,7 @@ class DropoutCheck(_LayerCheck):
                             f"dropping a unit) it should be within {spread:.3f} of {p}")
         ok = not problems and all(c.ok for c in comparisons)
         return Judgement(ok, f"dropped {frac:.3f} (p={p})" if ok else "dropout differs", comparisons, problems,
-                         extra=extra)
+                         extra={"drop_fraction": frac, "p": p})
 
 
 def layer_checks(hidden: bool) -> list:
@@ -338,12 +370,14 @@ def layer_checks(hidden: bool) -> list:
         public = spec.geometries["public"]
         common = dict(file="layers.py", layer=spec.name, group=f"layers.{spec.name}", tags=("layers",))
         if spec.stochastic:
-            out.append(DropoutCheck(name=f"{spec.name} forward and backward", target=f"{spec.name}.forward",
-                                    points=pts["forward"], geometry=public, **common))
-            if hidden:
-                out += [DropoutCheck(name=f"{spec.name} forward and backward: {g.label}", target=f"{spec.name}.forward",
-                                     points=pts["hidden"], visibility="hidden", geometry=g, **common)
-                        for g in spec.hidden()]
+            for part in ("forward", *spec.backwards):
+                out.append(DropoutCheck(name=f"{spec.name}.{part}", target=f"{spec.name}.{part}", part=part,
+                                        points=pts["forward" if part == "forward" else "backward"], geometry=public,
+                                        **common))
+                if hidden:
+                    out += [DropoutCheck(name=f"{spec.name}.{part}: {g.label}", target=f"{spec.name}.{part}",
+                                         part=part, points=pts["hidden"], visibility="hidden", geometry=g, **common)
+                            for g in spec.hidden()]
             continue
         out.append(LayerForward(name=f"{spec.name}.forward", target=f"{spec.name}.forward", points=pts["forward"],
                                 geometry=public, **common))

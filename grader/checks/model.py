@@ -37,6 +37,19 @@ def _reference_model(cls: str, kwargs: dict):
     return resolve(f"models.{cls}")(**wire.decode(kwargs, {}))
 
 
+def _kwargs_code(kwargs: dict) -> str:
+    """Constructor arguments as Python source."""
+    parts = []
+    for k, v in kwargs.items():
+        if isinstance(v, dict) and "$tuple" in v:
+            v = tuple(v["$tuple"])
+        elif isinstance(v, dict) and "$dtype" in v:
+            parts.append(f"{k}=np.{v['$dtype']}")
+            continue
+        parts.append(f"{k}={v!r}")
+    return ", ".join(parts)
+
+
 def _input_shape(kwargs: dict) -> tuple:
     if "input_dims" in kwargs:
         return tuple(kwargs["input_dims"]["$tuple"])
@@ -82,6 +95,18 @@ class ModelInit(_ModelCheck):
         model = _reference_model(self.cls, self.kwargs)
         return {f"init.p:{k}": v for k, v in model.params.items()}
 
+    def snippet(self, prep, expected):
+        return ["from grader.checks.base import seed_of", "",
+                f"rng = np.random.default_rng(seed_of({self.name!r}))",
+                "seed = int(rng.integers(0, 2**31))",
+                f"from convnet.models import {self.cls}",
+                f"model = {self.cls}({_kwargs_code({k: v for k, v in self.kwargs.items() if k != 'seed'})}, "
+                f"seed=seed)",
+                "for key, value in sorted(model.params.items()):",
+                "    print(key, value.shape, 'std %.4g' % value.std(), 'mean %.3g' % value.mean())",
+                f"# expected: weights with standard deviation weight_scale = {self.kwargs.get('weight_scale')}, "
+                f"biases and betas 0, gammas 1, shapes {({k: tuple(v.shape) for k, v in expected.items()})!r}"]
+
     def judge(self, answers, prep, expected):
         problems, stds = [], {}
         scale = self.kwargs.get("weight_scale", 1e-3)
@@ -122,9 +147,10 @@ class ModelLoss(_ModelCheck):
         inputs = {prefix + "X": X, prefix + "y": y}
         params = {}
         for k, shape in sorted(shapes.items()):
-            v = rng.standard_normal(shape) * (1e-3 if self.initial else 0.3)
             if k.startswith("gamma"):
                 v = 1 + 0.1 * rng.standard_normal(shape)
+            else:
+                v = rng.standard_normal(shape) * (1e-3 if self.initial else 0.3)
             params[k] = v
             inputs[prefix + "p:" + k] = v
         keys = sorted(shapes)
@@ -136,6 +162,35 @@ class ModelLoss(_ModelCheck):
             tasks.append(wire.task("model_loss", prefix + "scores", y=None, **common))
             expect[prefix + "scores"] = ["scores"]
         return Prepared(tasks, inputs, expect, {"params": params, "X": X, "y": y, "keys": keys, "C": num_classes})
+
+    def snippet(self, prep, expected):
+        from grader.explain import literal
+
+        shapes = self.param_shapes()
+        lines = ["from grader.checks.base import seed_of", "",
+                 f"rng = np.random.default_rng(seed_of({self.name!r}))",
+                 f"X = rng.standard_normal(({self.N}, *{_input_shape(self.kwargs)!r}))",
+                 f"y = rng.integers(0, {self.kwargs['num_classes']}, {self.N})",
+                 f"from convnet.models import {self.cls}",
+                 f"model = {self.cls}({_kwargs_code(self.kwargs)})"]
+        for k in sorted(shapes):
+            if k.startswith("gamma"):
+                lines.append(f"model.params[{k!r}] = 1 + 0.1 * rng.standard_normal({shapes[k]!r})")
+            else:
+                lines.append(f"model.params[{k!r}] = rng.standard_normal({shapes[k]!r}) * "
+                             f"{1e-3 if self.initial else 0.3}")
+        if self.scores:
+            lines.append("scores = model.loss(X)")
+        if self.initial:
+            return lines + ["loss, grads = model.loss(X, y)",
+                            f'print("loss", loss, "expected about log({self.kwargs["num_classes"]}) =", '
+                            f'np.log({self.kwargs["num_classes"]}))']
+        lines += ["loss, grads = model.loss(X, y)", literal("expected_loss", expected["loss.loss"]),
+                  'print("loss error:", abs(loss - expected_loss))']
+        for k in sorted(shapes):
+            lines.append(literal(f"expected_grad_{k}", expected[f"loss.g:{k}"]))
+            lines.append(f'print("grads[{k!r}] max error:", np.max(np.abs(grads[{k!r}] - expected_grad_{k})))')
+        return lines
 
     def expected(self, prep):
         if self.initial:
@@ -240,6 +295,16 @@ class KaimingCheck(Check):
 
     def shapes(self, prep, expected):
         return {"w.w": (prep.state["shape"], np.dtype(self.dtype))}
+
+    def snippet(self, prep, expected):
+        fan_in = self.Din * (self.K or 1) ** 2
+        return ["from grader.checks.base import seed_of", "from convnet.models import kaiming_initializer", "",
+                f"rng = np.random.default_rng(seed_of({self.name!r}))",
+                "seed = int(rng.integers(0, 2**31))",
+                f"w = kaiming_initializer({self.Din}, {self.Dout}, K={self.K}, relu={self.relu}, "
+                f"dtype=np.{self.dtype}, rng=np.random.default_rng(seed))",
+                f"print(w.shape, w.dtype, 'std', w.std(), 'expected', "
+                f"np.sqrt({2.0 if self.relu else 1.0} / {fan_in}))"]
 
     def describe(self, prep):
         return f"kaiming_initializer({self.Din}, {self.Dout}, K={self.K}, relu={self.relu}, dtype={self.dtype})"

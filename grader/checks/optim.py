@@ -59,8 +59,23 @@ class OptimStep(Check):
         return exp
 
     def describe(self, prep):
-        config = {k: (f"array {np.shape(v)}" if isinstance(v, dict) else v) for k, v in prep.state["config"].items()}
+        config = {k: ("array (4, 5)" if isinstance(v, dict) else v) for k, v in prep.state["config"].items()}
         return f"{self.rule}(w (4, 5), dw (4, 5), config={config})"
+
+    def snippet(self, prep, expected):
+        from grader.explain import literal
+
+        lines = ["from grader.checks.base import seed_of", "",
+                 f"rng = np.random.default_rng(seed_of({self.name!r}))",
+                 "w, dw = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))"]
+        config = {k: v for k, v in prep.state["config"].items() if not isinstance(v, dict)}
+        lines.append(f"config = {config!r}")
+        for k in RULES[self.rule] if not self.fresh else ():
+            lines.append(f"config[{k!r}] = rng.random((4, 5)) * 0.1")
+        lines += [f"from convnet.optim import {self.rule}", f"next_w, config = {self.rule}(w.copy(), dw, config)",
+                  literal("expected_next_w", expected["step.next_w"]),
+                  'print("step error:", np.max(np.abs((next_w - w) - (expected_next_w - w))))']
+        return lines
 
     def judge(self, answers, prep, expected):
         w, dw = prep.state["w"], prep.state["dw"]
