@@ -88,6 +88,8 @@ def compare(name: str, got, want, *, scale: float, dtype="float64", allow: float
     if not ok:
         flat = np.nan_to_num(diff, nan=np.inf).reshape(-1)
         for i in np.argsort(-flat, kind="stable")[:worst]:
+            if flat[i] <= allowed:
+                break
             index = tuple(int(k) for k in np.unravel_index(int(i), g.shape))
             top.append((index, float(w.reshape(-1)[i]), float(g.reshape(-1)[i])))
     return Comparison(name, ok, error, allowed, rel_error(g, w), top, got=np.asarray(got), want=np.asarray(want))

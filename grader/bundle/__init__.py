@@ -37,7 +37,7 @@ __all__ = ["TEMPLATES", "bundle_files", "make_bundle", "main"]
 TEMPLATES = Path(__file__).with_name("templates")
 # What package/ holds: the build inputs of the repository, unstubbed, hidden checks included.
 PACKAGE_FILES = ["setup.py", "pyproject.toml", "README.md"]
-PACKAGE_DIRS = ["convnet", "grader"]
+PACKAGE_DIRS = ["convnet", "grader", "tests"]
 
 
 def bundle_files(source: Path) -> list:

@@ -274,6 +274,20 @@ def test_setup_sh_installs_the_bundle_that_run_autograder_then_uses(zip_path, tm
     for directory in (installed, installed.parent / "grader", root / "source"):
         assert directory.stat().st_mode & 0o077 == 0, directory
 
+    # The installed grader writes a starter and a bundle as a checkout does (from the build files it carries).
+    made = subprocess.run([str(python), "-I", "-m", "grader", "release", str(tmp_path / "from-installed")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert "no solution text found" in made.stdout
+    assert 'raise NotImplementedError("Conv.forward: implement me")' in \
+        (tmp_path / "from-installed" / "convnet" / "layers.py").read_text()
+    assert (tmp_path / "from-installed" / "tests" / "test_layers.py").is_file()
+    made = subprocess.run([str(python), "-I", "-m", "grader", "bundle", str(tmp_path / "again.zip")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / "again.zip") as zf:
+        assert b"# BEGIN SOLUTION" in zf.read("package/convnet/layers.py")
+
     # run_autograder with every default but the root: the venv setup.sh made, the hidden checks included.
     run = subprocess.run([str(root / "source" / "run_autograder")], capture_output=True, text=True, env=env,
                          cwd=root, timeout=600)
