@@ -1,7 +1,7 @@
 """``python -m convnet COMMAND`` (also the ``convnet`` console script).
 
 Commands: ``check`` (layers against finite differences), ``stride`` (the
-overlap table of seed 000), ``train`` (a ThreeLayerConvNet on digits).
+overlap table of strided windows), ``train`` (a ThreeLayerConvNet on digits).
 """
 from __future__ import annotations
 

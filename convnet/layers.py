@@ -182,7 +182,7 @@ class Conv:
             for f in range(g.F):
                 for i in range(g.H_out):
                     for j in range(g.W_out):
-                        # Each output spreads its gradient over the window it read (seed 001's "spray").
+                        # Each output spreads its gradient over the window it read (the "spray" view of conv backward).
                         hs, ws = i * s, j * s
                         d = dout[n, f, i, j]
                         dw[f] += d * xp[n, :, hs:hs + g.HH, ws:ws + g.WW]

@@ -1,4 +1,4 @@
-r"""Gradient scale under stride: the overlap analysis of seed 000.
+r"""Gradient scale under stride: the overlap analysis of strided windows.
 
 With a :math:`k_h \times k_w` window moved by a stride :math:`s_h \times s_w`,
 the input positions of a convolution or pooling layer take part in different
@@ -6,8 +6,8 @@ numbers of windows. The forward pass does not notice, but the backward pass
 sums one contribution per window, so with a flat filter the input gradient is
 larger where more windows overlap (4 times larger at a 3x3/stride-2 window's
 corner than at its centre). This module computes that *overlap count* ("the
-multiplication count" of seed 000), its periodic cell, and the two
-normalisations the seed derives:
+multiplication count"), its periodic cell, and the two
+normalisations of it:
 
 1. divide the whole input gradient by one scalar, :func:`correction_factor`;
 2. rescale each filter tap by the inverse of its overlap, :func:`filter_rescale`.
@@ -27,7 +27,7 @@ depends only on the phase ``r = p % s``:
 
 and the 2-D count is the outer product :math:`c^{(h)}_r c^{(w)}_q`. Phase 0 is
 a window's top-left corner, so for a 3x3 window with stride 2, ``c = [2, 1]``
-and the cell is ``[[4, 2], [2, 1]]`` as in the seed. When the kernel is
+and the cell is ``[[4, 2], [2, 1]]`` as in the worked example of the analysis. When the kernel is
 smaller than the stride some phases are covered by no window (``c_r = 0``).
 
 Run ``python -m convnet stride`` for the table of factors (kernel 1-7,
@@ -112,7 +112,7 @@ def _cell_1d(k: int, s: int) -> np.ndarray:
 
 
 def overlap_count(input_hw, kernel, stride, pad=0) -> np.ndarray:
-    r"""Number of windows covering each input position (seed 000's "multiplication count").
+    r"""Number of windows covering each input position (the "multiplication count").
 
     .. math::
 
@@ -218,7 +218,7 @@ def _filter_value(kh: int, kw: int, channels: int, layer: str) -> float:
 
 
 def correction_factor(kernel, stride, channels=1, layer="conv", measure="std") -> float:
-    r"""The scalar to divide a strided layer's input gradient by (seed 000's first method).
+    r"""The scalar to divide a strided layer's input gradient by (the first method).
 
     Model: the upstream gradient is all ones and the filter is flat, so the
     input gradient at a position is (number of windows covering it) x (filter
@@ -231,13 +231,13 @@ def correction_factor(kernel, stride, channels=1, layer="conv", measure="std") -
 
         f_\mathrm{std} = v \sqrt{\frac{1}{s_h s_w} \sum_{r, q} \mathrm{cell}[r, q]^2}.
 
-    The seed calls it "Std": its gradients are modelled as zero-mean, so the
+    The analysis calls it "Std": its gradients are modelled as zero-mean, so the
     standard deviation is the RMS about zero. It is *not* the sample standard
-    deviation of the cell: for 3x3, stride 2 the seed computes
+    deviation of the cell: for 3x3, stride 2 the analysis computes
     :math:`\sqrt{(4^2 + 2^2 + 2^2 + 1^2)/4} = 5/2`, and with the unit-norm
     filter (:math:`v = 1/3`) the factor is :math:`5/6`.
 
-    ``measure='mad'`` -- the mean absolute deviation the seed proposes for max
+    ``measure='mad'`` -- the mean absolute deviation proposed for max
     pooling, :math:`\mathrm{MAD}(x) = \frac1N \sum_i |x_i - E[x]|`, taken about
     the gradient's mean :math:`E[x] = 0` under the same zero-mean (now
     Laplacian) hypothesis, i.e. the mean absolute value over the cell:
@@ -314,7 +314,7 @@ def correction_factor(kernel, stride, channels=1, layer="conv", measure="std") -
 
 
 def filter_rescale(kernel, stride) -> np.ndarray:
-    r"""Per-tap filter factors of seed 000's second method: 1 / (windows sharing the tap's input).
+    r"""Per-tap filter factors of the second method: 1 / (windows sharing the tap's input).
 
     Filter tap ``(a, b)`` of the window starting at phase 0 reads the input
     position of phase ``(a % s_h, b % s_w)``, which (away from the borders)
@@ -488,7 +488,7 @@ def main(argv=None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m convnet stride",
-        description="Gradient-scale correction factors under stride (seed 000): divide a layer's "
+        description="Gradient-scale correction factors under stride: divide a layer's "
                     "input gradient by the factor to normalise its scale.")
     parser.add_argument("--layer", default="conv", help="conv (default), avgpool or maxpool")
     parser.add_argument("--measure", default=None,
@@ -512,7 +512,7 @@ def main(argv=None) -> int:
         print(f"python -m convnet stride: error: {exc}", file=sys.stderr)
         return 2
     channels = f", channels={args.channels}" if args.layer == "conv" else ""
-    print(f"Gradient-scale correction factors (seed 000): layer={args.layer}, measure={measure}{channels}")
+    print(f"Gradient-scale correction factors: layer={args.layer}, measure={measure}{channels}")
     print(f"factor = {_DESCRIPTION[measure]} of the input gradient, upstream gradient all ones, "
           f"{_FILTER[args.layer]}; divide the input gradient by it.")
     print()

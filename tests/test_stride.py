@@ -1,4 +1,4 @@
-"""Tests of convnet.stride: seed 000's numbers, and the formulas against the real layers' backward passes."""
+"""Tests of convnet.stride: the worked numbers of the overlap analysis, and the formulas against the real layers' backward passes."""
 from fractions import Fraction
 
 import numpy as np
@@ -25,7 +25,7 @@ TOL = {np.float32: 1e-6, np.float64: 1e-12}
 
 
 def brute_count(H, W, kh, kw, sh, sw, ph, pw):
-    """Count windows per input position by walking every window, as the seed's figure does."""
+    """Count windows per input position by walking every window, as the analysis's figure does."""
     n_h = 1 + (H + 2 * ph - kh) // sh
     n_w = 1 + (W + 2 * pw - kw) // sw
     count = np.zeros((H + 2 * ph, W + 2 * pw), dtype=np.int64)
@@ -83,11 +83,11 @@ def rms(a):
     return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
 
 
-# ---------------------------------------------------------------- seed 000's numbers
+# ---------------------------------------------------------------- the worked numbers of the overlap analysis
 
 
 def test_seed_figure_5x5_kernel3_stride2():
-    # The seed numbers a 5x5 input 1..25: 7, 9, 17, 19 are convolved once, 13 four times.
+    # The analysis numbers a 5x5 input 1..25: 7, 9, 17, 19 are convolved once, 13 four times.
     count = overlap_count((5, 5), 3, 2)
     flat = count.ravel()
     assert [flat[n - 1] for n in (7, 9, 17, 19)] == [1, 1, 1, 1]
@@ -103,7 +103,7 @@ def test_seed_cell_and_factor_5_over_6():
     cell = repeated_cell(3, 2)
     np.testing.assert_array_equal(cell, [[4, 2], [2, 1]])
     assert cell.shape == (2, 2) and cell.dtype.kind == "i"
-    # The seed's "Std" is sqrt((16 + 4 + 4 + 1) / 4) = 5/2, the RMS, not the sample std (~1.09).
+    # The analysis's "Std" is sqrt((16 + 4 + 4 + 1) / 4) = 5/2, the RMS, not the sample std (~1.09).
     assert rms(cell) == pytest.approx(2.5, abs=1e-15)
     assert np.std(cell) == pytest.approx(np.sqrt(1.1875))
     # Unit-norm flat 3x3 filter: every tap 1/3, so 5/2 / 3 = 5/6.
@@ -256,7 +256,7 @@ def test_filter_rescale_stride_one_is_uniform():
 
 
 def test_maxpool_mad_is_independent_of_where_maxima_fall():
-    # The seed's two cases: two 3x3/2 windows over a 3x5 strip, maxima apart or shared (column 2).
+    # The analysis's two cases: two 3x3/2 windows over a 3x5 strip, maxima apart or shared (column 2).
     apart = np.zeros((3, 5))
     apart[1, 0] = apart[1, 4] = 1.0
     shared = np.zeros((3, 5))
