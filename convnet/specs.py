@@ -192,8 +192,12 @@ def _linear(rng, dtype, x=(2, 3), M=4):
                  "b": rng.standard_normal(M).astype(dtype)})
 
 
-def _relu(rng, dtype, x=(3, 5)):
-    return Call({"x": _away_from_zero(rng, x, dtype)})
+def _relu(rng, dtype, x=(3, 5), zeros=False):
+    values = _away_from_zero(rng, x, dtype)
+    if zeros:
+        # Exact zeros, where ReLU's gradient is 0 by PyTorch's convention (finite differences are invalid there).
+        values.reshape(-1)[rng.permutation(values.size)[: max(1, values.size // 4)]] = 0
+    return Call({"x": values})
 
 
 def _conv(rng, dtype, x, w, stride=1, pad=0):
@@ -335,6 +339,8 @@ LAYERS = {
             "fd": G(label="x (3, 5)", dims=dict(x=(3, 5))),
             "hidden": (
                 G(label="x (2, 3, 4, 5): any shape", dims=dict(x=(2, 3, 4, 5))),
+                G(label="exact zeros in x: no gradient flows there (x > 0, as PyTorch)", dims=dict(x=(4, 6), zeros=True),
+                  fd=False),
                 G(label="float32 keeps its dtype", dims=dict(x=(5, 7)), dtype="float32"),
             ),
         },

@@ -10,7 +10,7 @@ from __future__ import annotations
 from convnet.specs import Geometry
 from grader.checks.environment import environment_checks
 from grader.checks.layer import layer_checks
-from grader.checks.model import EndToEnd, KaimingCheck, ModelLoss, ModelOverfit, model_kwargs
+from grader.checks.model import EndToEnd, KaimingCheck, ModelInit, ModelLoss, ModelOverfit, model_kwargs
 from grader.checks.optim import RULES, OptimStep
 from grader.checks.timing import K, FastSpeedCheck, TimingCheck
 from grader.checks.visible import FULLY_CONNECTED, THREE_LAYER, TWO_LAYER
@@ -47,6 +47,8 @@ def checks() -> list:
         ModelLoss(name="DeepConvNet loss and gradients (reg 0.05)", target="DeepConvNet.loss", points=2,
                   visibility="hidden", cls="DeepConvNet", kwargs=_deep(False), scores=True),
         ModelLoss(name="DeepConvNet with batch norm: loss and gradients", target="DeepConvNet.loss", points=2,
+                  visibility="hidden", cls="DeepConvNet", kwargs=_deep(True)),
+        ModelInit(name="DeepConvNet with batch norm: initial parameters", target="DeepConvNet.__init__", points=1,
                   visibility="hidden", cls="DeepConvNet", kwargs=_deep(True)),
         ModelLoss(name="TwoLayerNet loss and gradients (no reg)", target="TwoLayerNet.loss", points=1,
                   visibility="hidden", cls="TwoLayerNet", kwargs=dict(TWO_LAYER, reg=0.0)),
