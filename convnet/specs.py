@@ -339,8 +339,8 @@ LAYERS = {
             "fd": G(label="x (3, 5)", dims=dict(x=(3, 5))),
             "hidden": (
                 G(label="x (2, 3, 4, 5): any shape", dims=dict(x=(2, 3, 4, 5))),
-                G(label="exact zeros in x: no gradient flows there (x > 0, as PyTorch)", dims=dict(x=(4, 6), zeros=True),
-                  fd=False),
+                G(label="exact zeros in x: no gradient flows there (x > 0, as PyTorch)",
+                  dims=dict(x=(4, 6), zeros=True), fd=False),
                 G(label="float32 keeps its dtype", dims=dict(x=(5, 7)), dtype="float32"),
             ),
         },

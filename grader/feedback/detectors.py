@@ -17,7 +17,6 @@ from itertools import permutations
 
 import numpy as np
 
-
 __all__ = ["find", "DETECTORS", "table"]
 
 AXES4 = ("N (batch)", "C (channels)", "H (rows)", "W (columns)")
@@ -93,22 +92,27 @@ def _factors(case) -> list:
     return out
 
 
+def _rel(case) -> float:
+    """How closely two float arrays of the case's dtype can agree after different rounding."""
+    return 1e-4 if case.dtype == "float32" else 1e-6
+
+
 def _ratio(case, name, got, want):
     g, w = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
     big = np.abs(w) > 1e-3 * np.max(np.abs(w))
     if not big.any():
         return []
-    r = float(np.median(g[big] / w[big]))
-    if not np.isfinite(r) or abs(r - 1) < 1e-6 or abs(r) < 1e-12:
+    r, rel = float(np.median(g[big] / w[big])), _rel(case)
+    if not np.isfinite(r) or abs(r - 1) < rel or abs(r) < 1e-12:
         return []
-    if np.max(np.abs(g - r * w)) > 1e-5 * max(float(np.max(np.abs(g))), 1e-300) + 1e-12:
+    if np.max(np.abs(g - r * w)) > 10 * rel * max(float(np.max(np.abs(g))), 1e-300) + 1e-12:
         return []
-    if abs(r + 1) < 1e-6:
+    if abs(r + 1) < rel:
         return [f"{name} has the opposite sign everywhere: a minus sign is missing or extra."]
     for value, label, big_hint, small_hint in _factors(case):
-        if abs(r - value) < 1e-6 * value:
+        if abs(r - value) < rel * value:
             return [f"{name} is exactly {label} times the expected values: {big_hint}."]
-        if abs(r - 1 / value) < 1e-6 / value:
+        if abs(r - 1 / value) < rel / value:
             return [f"{name} is exactly 1/({label}) of the expected values: {small_hint}."]
     return [f"{name} is exactly {r:.6g} times the expected values everywhere: a constant factor is off."]
 
@@ -119,22 +123,22 @@ def _offset(case, name, got, want):
     d = got.astype(np.float64) - want
     axes = tuple(i for i in range(d.ndim) if i != 1)
     per = d.mean(axis=axes, keepdims=True)
-    if np.max(np.abs(d - per)) > 1e-6 * max(float(np.max(np.abs(d))), 1e-300) or not np.any(per):
+    if np.max(np.abs(d - per)) > _rel(case) * max(float(np.max(np.abs(d))), 1e-300) or not np.any(per):
         return []
     where = "filter" if case.layer == "Conv" else "channel" if got.ndim == 4 else "output column"
     b = case.arrays.get("b", case.arrays.get("beta"))
-    if b is not None and np.allclose(per.ravel(), -b, rtol=1e-5, atol=1e-8):
+    rtol = 10 * _rel(case)
+    if b is not None and np.allclose(per.ravel(), -b, rtol=rtol, atol=rtol * case.scale):
         return [f"out differs by exactly -b for each {where}: the bias is not added."]
-    if b is not None and np.allclose(per.ravel(), b, rtol=1e-5, atol=1e-8):
+    if b is not None and np.allclose(per.ravel(), b, rtol=rtol, atol=rtol * case.scale):
         return [f"out differs by exactly +b for each {where}: the bias is added twice."]
     return [f"out differs from the expected by a constant for each {where}: check the term added per {where} "
             f"(the bias or beta)."]
 
 
 def _error_mask(case, name, got, want):
-    tol = 1e-4 if case.dtype == "float32" else 1e-7
-    scale = max(float(np.max(np.abs(want))), case.scale if hasattr(case, "scale") else 0.0, 1e-300)
-    return np.abs(got.astype(np.float64) - want) > tol * scale + case.allow(name)
+    scale = max(float(np.max(np.abs(want))), case.scale, 1e-300)
+    return np.abs(got.astype(np.float64) - want) > 0.1 * _rel(case) * scale + case.allow(name)
 
 
 def _overlap(case, name, got, want):
@@ -180,18 +184,19 @@ def _border(case, name, got, want):
     bad = _error_mask(case, name, got, want).any(axis=(0, 1))
     if not (bad.any() and np.all(mask[bad])):
         return []
-    hint = {"Conv": "pad with zeros on every side, pad rows and columns",
+    hint = {"Conv": "zero-pad pad rows and columns on every side, and crop them off dx",
             "MaxPool": "the padding must never be the maximum (-inf)",
             "AvgPool": "the padding counts in every window's divisor, pool_height * pool_width"}[case.layer]
     return [f"{name} is wrong only where windows cover the padding: {hint}."]
 
 
 def _transposed(case, name, got, want):
-    if got.ndim == 2 and got.shape[0] == got.shape[1] and np.allclose(got, want.T, rtol=1e-5, atol=1e-9):
+    tol = dict(rtol=10 * _rel(case), atol=10 * _rel(case) * case.scale)
+    if got.ndim == 2 and got.shape[0] == got.shape[1] and np.allclose(got, want.T, **tol):
         return [f"{name} is transposed."]
     if got.ndim == 4:
         for a, b in ((2, 3), (0, 1), (1, 2), (1, 3)):
-            if got.shape[a] == got.shape[b] and np.allclose(got, np.swapaxes(want, a, b), rtol=1e-5, atol=1e-9):
+            if got.shape[a] == got.shape[b] and np.allclose(got, np.swapaxes(want, a, b), **tol):
                 return [f"{name} has the axes {AXES4[a]} and {AXES4[b]} swapped."]
     return []
 
@@ -242,13 +247,13 @@ def _shape(case, name, got, want):
         if name == "dx" and p and gs[2:] == (ws[2] + 2 * p, ws[3] + 2 * p):
             return [f"dx has the padded shape {gs}: crop pad = {p} rows and columns from each side to get x's "
                     f"shape {ws}."]
-        if name == "out":
-            for kw_, why in ((dict(ceil=True), "is rounded up (ceil): H_out = 1 + (H + 2*pad - HH) // stride rounds down "
-                                               "(floor), like PyTorch"),
-                             (dict(plus_one=False), "misses the + 1: H_out = 1 + (H + 2*pad - HH) // stride"),
-                             (dict(with_pad=False), "leaves out the padding: H_out = 1 + (H + 2*pad - HH) // stride")):
-                if gs[2:] == _sizes(case, **kw_) != ws[2:]:
-                    return [f"out has shape {gs}, expected {ws}: the output size {why}."]
+        rule = "H_out = 1 + (H + 2*pad - HH) // stride"
+        mistakes = ((dict(ceil=True), f"is rounded up (ceil): {rule} rounds down (floor), like PyTorch"),
+                    (dict(plus_one=False), f"misses the + 1: {rule}"),
+                    (dict(with_pad=False), f"leaves out the padding: {rule}"))
+        for switches, why in mistakes if name == "out" else ():
+            if gs[2:] == _sizes(case, **switches) != ws[2:]:
+                return [f"out has shape {gs}, expected {ws}: the output size {why}."]
     if got.size == want.size:
         if len(ws) > 2 and gs == (ws[0], int(np.prod(ws[1:]))):
             return [f"{name} is flattened to {gs}: reshape it to {ws}, the shape of the input it belongs to."]

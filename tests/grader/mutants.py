@@ -148,20 +148,23 @@ MUTANTS = [
       ("MaxPool.backward",), "tied",
       "sends the gradient to every element equal to the maximum"),
     M("maxpool_backward_assign", "layers.py",
-      (("dxp[n, c, i * s + a, j * s + bb] += dout[n, c, i, j]", "dxp[n, c, i * s + a, j * s + bb] = dout[n, c, i, j]"),),
+      (("dxp[n, c, i * s + a, j * s + bb] += dout[n, c, i, j]",
+        "dxp[n, c, i * s + a, j * s + bb] = dout[n, c, i, j]"),),
       ("MaxPool.backward",), "overlap",
       "assigns instead of accumulating where windows overlap"),
     M("maxpool_forward_ceil", "layers.py",
       (("out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)\n        for n in range(g.N):\n"
         "            for c in range(g.C):\n                for i in range(g.H_out):\n"
         "                    for j in range(g.W_out):\n"
-        "                        out[n, c, i, j] = xp[n, c, i * s:i * s + g.pool_height, j * s:j * s + g.pool_width].max()",
+        "                        out[n, c, i, j] = xp[n, c, i * s:i * s + g.pool_height, "
+        "j * s:j * s + g.pool_width].max()",
         "H_out = 1 + -(-(g.H + 2 * p - g.pool_height) // s)\n"
         "        W_out = 1 + -(-(g.W + 2 * p - g.pool_width) // s)\n"
         "        out = np.empty((g.N, g.C, H_out, W_out), dtype=x.dtype)\n        for n in range(g.N):\n"
         "            for c in range(g.C):\n                for i in range(H_out):\n"
         "                    for j in range(W_out):\n"
-        "                        out[n, c, i, j] = xp[n, c, i * s:i * s + g.pool_height, j * s:j * s + g.pool_width].max()"),),
+        "                        out[n, c, i, j] = xp[n, c, i * s:i * s + g.pool_height, "
+        "j * s:j * s + g.pool_width].max()"),),
       ("MaxPool.forward",), "ceil",
       "rounds the output size up (PyTorch's ceil_mode)"),
     M("maxpool_zero_padding", "layers.py",
@@ -208,7 +211,8 @@ MUTANTS = [
       BN_FWD, "test mode",
       "normalises with the batch's statistics in test mode too"),
     M("bn_eps_outside_sqrt", "layers.py",
-      (("out = gamma * (x - mean) / np.sqrt(var + eps) + beta", "out = gamma * (x - mean) / (np.sqrt(var) + eps) + beta"),),
+      (("out = gamma * (x - mean) / np.sqrt(var + eps) + beta",
+        "out = gamma * (x - mean) / (np.sqrt(var) + eps) + beta"),),
       ("BatchNorm.forward", "SpatialBatchNorm.forward"), "eps",
       "adds eps outside the square root"),
     M("bn_backward_no_mean_path", "layers.py",
@@ -295,7 +299,8 @@ MUTANTS = [
       ("DeepConvNet.__init__",), "another order",
       "passes the filter counts to the initialiser in the wrong order"),
     M("deepconvnet_gamma_zero", "models.py",
-      (('self.params[f"gamma{i}"] = np.ones(F, dtype=self.dtype)', 'self.params[f"gamma{i}"] = np.zeros(F, dtype=self.dtype)'),),
+      (('self.params[f"gamma{i}"] = np.ones(F, dtype=self.dtype)',
+        'self.params[f"gamma{i}"] = np.zeros(F, dtype=self.dtype)'),),
       ("DeepConvNet.__init__",), "gamma",
       "starts batch norm's scale at zero"),
     M("kaiming_forgets_kk", "models.py",
@@ -349,7 +354,8 @@ HONEST = [
         "                        out[n, f, i, j] = np.sum(window * w[f]) + b[f]",
         "total = b[f]\n"
         "                        for c in range(g.C):\n"
-        "                            total = total + np.sum(xp[n, c, i * s:i * s + g.HH, j * s:j * s + g.WW] * w[f, c])\n"
+        "                            total = total + np.sum(xp[n, c, i * s:i * s + g.HH, "
+        "j * s:j * s + g.WW] * w[f, c])\n"
         "                        out[n, f, i, j] = total"),),
       (), "", "a channel loop inside the window loop"),
     M("honest_maxpool_backward_mask", "layers.py",

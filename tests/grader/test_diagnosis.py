@@ -69,7 +69,7 @@ def causes_for(name, seed=0, **replace):
     return diagnose(check, prep, expected, as_student(expected, **replace)), check, prep, expected
 
 
-# ---------------------------------------------------------------- the variants' formulas are right when no switch is set
+# ---------------------------------------------------------------- the variants are right with no switch set
 
 
 LAYER_CHECKS = [c for c in CHECKS if isinstance(c, (LayerForward, LayerBackward, LayerState))]
