@@ -110,8 +110,11 @@ def _model_parts(case):
     return reg, weights, others
 
 
-def _reg_variant(loss_w=1.0, grad_w=1.0, biases=False, data_factor=None):
-    """The expected answers with the L2 term weighted differently (or the data term scaled by N)."""
+def _reg_variant(loss_w=1.0, grad_w=1.0, biases=False, data_factor=None, grads_only=False):
+    """The expected answers with the L2 term weighted differently (or the data term scaled by N).
+
+    ``grads_only`` scales the data term of the gradients but not of the loss.
+    """
     def predict(case):
         reg, weights, others = _model_parts(case)
         if reg == 0 and data_factor is None:
@@ -125,7 +128,8 @@ def _reg_variant(loss_w=1.0, grad_w=1.0, biases=False, data_factor=None):
             pred.update({f"g:{k}": case.want(f"g:{k}") + 2 * reg * v for k, v in others.items()})
         if data_factor is not None:
             n = data_factor(case)
-            pred["loss"] = np.asarray(n * (float(case.want("loss")) - R) + R)
+            if not grads_only:
+                pred["loss"] = np.asarray(n * (float(case.want("loss")) - R) + R)
             for k in case.prep.state["params"]:
                 g = case.want(f"g:{k}")
                 w = weights.get(k)
@@ -329,6 +333,9 @@ CATALOGUE = [
     M(("model",), "The softmax loss is summed over the batch: average it (the loss and its gradient are divided by "
                   "N).", "data loss and gradients are N times too large",
       predict=_reg_variant(data_factor=lambda case: case.prep.state["X"].shape[0])),
+    M(("model",), "The gradient of the softmax loss is not divided by N: the loss is the batch mean, so dscores "
+                  "carries 1/N too.", "loss right, data gradients N times too large",
+      predict=_reg_variant(data_factor=lambda case: case.prep.state["X"].shape[0], grads_only=True)),
     M(("model",), "The backward pass skips Dropout.backward: the gradient must go back through the same dropout "
                   "mask as the forward pass.", "gradients match skipping the dropout masks",
       predict=_fcn_dropout(False)),

@@ -182,6 +182,8 @@ def test_two_mistakes_in_one_backward_give_two_causes(seed):
 @pytest.mark.parametrize("mistake, expect", [
     (dict(loss_w=0.5, grad_w=0.5), "0.5 factor"), (dict(grad_w=0.0), "not in the gradients"),
     (dict(loss_w=0.0), "not in the loss"), (dict(biases=True), "biases"),
+    (dict(data_factor=lambda case: 6), "summed over the batch"),
+    (dict(data_factor=lambda case: 6, grads_only=True), "not divided by N"),
 ])
 def test_model_regularisation_mistakes(seed, mistake, expect):
     check = check_named("TwoLayerNet loss and gradients (reg 0.1)")
