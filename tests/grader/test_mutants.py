@@ -110,6 +110,11 @@ def test_a_mutant_loses_points_only_on_its_own_checks(name, graded):
 def test_the_intended_cause_is_diagnosed_for_most_mutants(graded):
     missed = [n for n, m in MUTANTS.items() if not _found(m, graded(n))]
     rate = 1 - len(missed) / len(MUTANTS)
+    print("\n| mutant | score | checks lost | diagnosis |\n|---|---|---|---|")
+    for n, m in MUTANTS.items():
+        g = graded(n)
+        lost = sum(not v.passed for v in g.verdicts)
+        print(f"| {n} | {g.score:g}/{g.max_score:g} | {lost} | {'no' if n in missed else 'yes'} |")
     print(f"intended diagnosis found for {len(MUTANTS) - len(missed)}/{len(MUTANTS)} mutants ({rate:.0%}); "
           f"missed: {missed}")
     assert rate >= RATE, f"only {rate:.0%} of the mutants get their intended diagnosis; missed: {missed}"
