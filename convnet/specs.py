@@ -104,6 +104,10 @@ class LayerSpec:
         ``(param, key)`` entries forward writes into a parameter dict (running statistics).
     stochastic : bool
         The forward draws random numbers (its output is graded by statistics, not equality).
+    uses : tuple of str
+        Other layers of the table this layer's implementation calls (SpatialBatchNorm calls BatchNorm):
+        the grader serves them from the reference while it grades this layer, so their bugs cost only
+        their own checks.
     independent : callable or None
         ``independent(call) -> out``: the forward pass computed another way (vectorised, from
         the definition), for the self-check and the tests.
@@ -124,6 +128,7 @@ class LayerSpec:
     backwards: tuple = ("backward",)
     mutates: tuple = ()
     stochastic: bool = False
+    uses: tuple = ()
     independent: Callable | None = None
     torch: Callable | None = None
     points: dict = field(default_factory=lambda: {"forward": 1, "backward": 2, "hidden": 1})
@@ -192,8 +197,12 @@ def _linear(rng, dtype, x=(2, 3), M=4):
                  "b": rng.standard_normal(M).astype(dtype)})
 
 
-def _relu(rng, dtype, x=(3, 5)):
-    return Call({"x": _away_from_zero(rng, x, dtype)})
+def _relu(rng, dtype, x=(3, 5), zeros=False):
+    values = _away_from_zero(rng, x, dtype)
+    if zeros:
+        # Exact zeros, where ReLU's gradient is 0 by PyTorch's convention (finite differences are invalid there).
+        values.reshape(-1)[rng.permutation(values.size)[: max(1, values.size // 4)]] = 0
+    return Call({"x": values})
 
 
 def _conv(rng, dtype, x, w, stride=1, pad=0):
@@ -335,6 +344,8 @@ LAYERS = {
             "fd": G(label="x (3, 5)", dims=dict(x=(3, 5))),
             "hidden": (
                 G(label="x (2, 3, 4, 5): any shape", dims=dict(x=(2, 3, 4, 5))),
+                G(label="exact zeros in x: no gradient flows there (x > 0, as PyTorch)",
+                  dims=dict(x=(4, 6), zeros=True), fd=False),
                 G(label="float32 keeps its dtype", dims=dict(x=(5, 7)), dtype="float32"),
             ),
         },
@@ -428,7 +439,7 @@ LAYERS = {
     ),
     "SpatialBatchNorm": LayerSpec(
         name="SpatialBatchNorm", arrays=("x", "gamma", "beta"), params=("bn_param",), make=_batchnorm,
-        mutates=(("bn_param", "running_mean"), ("bn_param", "running_var")),
+        uses=("BatchNorm",), mutates=(("bn_param", "running_mean"), ("bn_param", "running_var")),
         independent=_bn_independent((0, 2, 3)), torch=_torch_bn,
         geometries={
             "check": G(label="x (2, 3, 4, 3)", dims=dict(x=(2, 3, 4, 3))),

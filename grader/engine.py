@@ -181,18 +181,18 @@ def grade(submission, *, visible_only=False, jobs=2, timeout=30.0, progress=None
                 verdicts[check.name] = _verdict(check, False, f"internal grader error: {type(exc).__name__}: {exc}",
                                                 traceback=traceback.format_exc()[-2000:])
                 continue
-            groups.setdefault((check.group, files, check.fast), []).append(item)
+            groups.setdefault((check.group, files, check.fast, check.serve), []).append(item)
         total = len(groups) + len(serial)
         done = [0]
 
         def run_group(entry):
-            (group, files, fast), items = entry
+            (group, files, fast, serve), items = entry
             tasks, inputs, expect = [], {}, {}
             for item in items:
                 tasks += item.prep.tasks
                 inputs.update(item.prep.inputs)
                 expect.update(item.prep.expect)
-            run = box.run(group, tasks, inputs, expect, files=files, fast=fast)
+            run = box.run(group, tasks, inputs, expect, files=files, fast=fast, serve=serve)
             out = []
             for item in items:
                 v = _judge(item, run, public=item.check.visibility == "visible")

@@ -113,6 +113,9 @@ class Check:
         Checks of one group share a child; default the target's class or module.
     timing : bool
         Timing-sensitive: runs alone after the others (:meth:`run_serial`).
+    serve : tuple
+        Layers the grader serves from the reference inside a "student" child (replacing the
+        student's own), because the graded function calls them.
     tags : tuple
     """
 
@@ -125,6 +128,7 @@ class Check:
     fast: bool = False
     group: str = ""
     timing: bool = False
+    serve: tuple = ()
     tags: tuple = ()
 
     def __post_init__(self):

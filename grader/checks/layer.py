@@ -368,7 +368,8 @@ def layer_checks(hidden: bool) -> list:
     for spec in LAYERS.values():
         pts = spec.points
         public = spec.geometries["public"]
-        common = dict(file="layers.py", layer=spec.name, group=f"layers.{spec.name}", tags=("layers",))
+        common = dict(file="layers.py", layer=spec.name, group=f"layers.{spec.name}", tags=("layers",),
+                      serve=tuple(spec.uses))
         if spec.stochastic:
             for part in ("forward", *spec.backwards):
                 out.append(DropoutCheck(name=f"{spec.name}.{part}", target=f"{spec.name}.{part}", part=part,

@@ -17,10 +17,14 @@ TOP_LEVEL_FILES = ["setup.py", "pyproject.toml"]
 PACKAGES = ["convnet", "grader"]
 
 # Files of the grader that never reach students: the hidden checks (secret-seed,
-# timing and fast-path checks; the visible catalogue runs without them) and the
-# generators themselves. A path names a file or a whole directory.
+# timing and fast-path checks; the visible catalogue runs without them), the
+# feedback's misconception catalogue (its variants are working solutions; the
+# release's feedback uses the structural detectors only) and the generators
+# themselves. A path names a file or a whole directory.
 EXCLUDED = [
     "grader/checks/hidden.py",
+    "grader/feedback/misconceptions.py",
+    "grader/feedback/variants.py",
     "grader/release",
     "grader/bundle",
     "grader/_source",

@@ -142,7 +142,9 @@ class Sandbox:
         self.outputs.mkdir(mode=0o700)
         self._read_paths = isolation.read_paths()
         self._counter = itertools.count(1)
-        self._sources = {}
+        # Every source a child may get, made now: parsing is not safe from several threads at once.
+        self._sources = {name: source_for(name, submission) for name in STUDENT_FILES
+                         if name in submission.files or (self.ref / name).is_file()}
 
     def close(self):
         remove_tree(self.root)
@@ -171,9 +173,7 @@ class Sandbox:
                     pkg[name] = self.ref / name
             elif files == "served" and name == "layers.py":
                 pkg[name] = proxy_layers_source()
-            else:
-                if name not in self._sources:
-                    self._sources[name] = source_for(name, self.submission)
+            elif name in self._sources:
                 pkg[name] = self._sources[name]
         return {f"pkg/convnet/{k}": v for k, v in pkg.items()}
 
@@ -199,7 +199,7 @@ class Sandbox:
             os.chown(work, isolation.NOBODY, isolation.NOBODY)
         return jobdir
 
-    def _config(self, jobdir: Path, files: str, fast: bool, cpu: float) -> dict:
+    def _config(self, jobdir: Path, files: str, fast: bool, cpu: float, serve=()) -> dict:
         limits = {"RLIMIT_CPU": (int(cpu) + 1, int(cpu) + 3), "RLIMIT_AS": (self.memory, self.memory),
                   "RLIMIT_FSIZE": (64 << 20, 64 << 20), "RLIMIT_NOFILE": (64, 64), "RLIMIT_CORE": (0, 0)}
         if self.layers.get("uid_drop"):
@@ -212,7 +212,8 @@ class Sandbox:
             "landlock": bool(self.layers.get("landlock")), "read_paths": self._read_paths + [str(jobdir)],
             "rw_paths": [str(jobdir / "work")], "drop_caps": bool(self.layers.get("drop_caps")),
             "seccomp": allow if self.layers.get("seccomp") else None, "seccomp_getters": getters,
-            "rlimits": limits, "blocked": blocked, "oracle": files == "served",
+            "rlimits": limits, "blocked": blocked, "oracle": files == "served" or bool(serve),
+            "serve": list(serve),
             "sys_path": [str(jobdir / "lib"), str(jobdir / "site"), str(jobdir / "pkg")],
             "student_files": list(STUDENT_FILES),
         }
@@ -227,10 +228,10 @@ class Sandbox:
                 env[key] = os.environ[key]
         return env
 
-    def start(self, tag: str, files: str = "student", fast: bool = False, cpu: float | None = None):
+    def start(self, tag: str, files: str = "student", fast: bool = False, cpu: float | None = None, serve=()):
         """A fresh child (its job directory written first); returns ``(child, jobdir)``."""
         jobdir = self._jobdir(tag, files, fast)
-        config = self._config(jobdir, files, fast, self.timeout if cpu is None else cpu)
+        config = self._config(jobdir, files, fast, self.timeout if cpu is None else cpu, serve)
         user = isolation.NOBODY if self.layers.get("uid_drop") else None
         child = ChildProcess(jobdir / "lib" / "child.py", config, cwd=jobdir / "work", outputs_dir=self.outputs,
                              user=user, env=self._env(jobdir))
@@ -239,13 +240,16 @@ class Sandbox:
     # -- running
 
     def run(self, tag: str, tasks: list, inputs: dict, expect: dict, *, files: str = "student", fast: bool = False,
-            timeout: float | None = None) -> ChildRun:
-        """Run ``tasks`` in a fresh child; ``expect`` is ``{task id: {name: (shape, dtype)}}``."""
+            timeout: float | None = None, serve=()) -> ChildRun:
+        """Run ``tasks`` in a fresh child; ``expect`` is ``{task id: {name: (shape, dtype)}}``.
+
+        ``serve`` names layers the grader answers for (in place of the student's) in a "student" child.
+        """
         timeout = self.timeout if timeout is None else timeout
         t0 = time.monotonic()
         deadline = t0 + timeout
-        child, jobdir = self.start(tag, files, fast, cpu=timeout)
-        oracle = Oracle() if files == "served" else None
+        child, jobdir = self.start(tag, files, fast, cpu=timeout, serve=serve)
+        oracle = Oracle() if files == "served" or serve else None
         answers, errors = {}, {}
         ending = "exited"
         try:
