@@ -54,6 +54,8 @@ EXCLUDED = [
     "grader/checks/hidden.py",
     "grader/release.py",
     "grader/bundle.py",
+    "grader/plbundle.py",
+    "grader/templates/prairielearn",
 ]
 
 # Tests students can run: they exercise the layers and the public fast path
