@@ -9,6 +9,10 @@ Usage::
     python -m grader --batch SUBMISSIONS/ OUT/ --jobs 2     # every entry of SUBMISSIONS/
     python -m grader release OUT/            # the student starter (grader.release)
     python -m grader bundle OUT.zip          # the Gradescope bundle (grader.bundle)
+    python -m grader sub/ --format prairielearn --json results.json   # PrairieLearn's results format
+    python -m grader bundle --target prairielearn OUT/   # a PrairieLearn question (grader.plbundle)
+    python -m grader --batch SUBMISSIONS/ OUT/ --scheduler local:4   # on a Dask cluster (grader.cluster)
+    python -m grader summary OUT/            # gradebook.csv, summary.md, scores.png (grader.summary)
 
 The exit code is 0 whenever grading completed, whatever the score; 2 for bad
 usage; 1 when the grader itself failed (a minimal results.json is still written).
@@ -24,7 +28,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-SUBCOMMANDS = {"release": "grader.release", "bundle": "grader.bundle"}
+SUBCOMMANDS = {"release": "grader.release", "bundle": "grader.bundle", "summary": "grader.summary"}
 
 
 def _parser():
@@ -38,6 +42,10 @@ def _parser():
     p.add_argument("--timeout", type=float, default=30.0, help="wall-clock seconds per child (default 30)")
     p.add_argument("--seed", type=int, default=None, help="secret seed (default: a fresh random one)")
     p.add_argument("--quiet", action="store_true", help="no table and no progress bar")
+    p.add_argument("--format", choices=("gradescope", "prairielearn"), default="gradescope",
+                   help="results format written by --json/--json-dir (default gradescope)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --batch/--json-dir: grade on this Dask scheduler, or local:N (a LocalCluster of N workers)")
     return p
 
 
@@ -65,9 +73,14 @@ def _progress_bar(total_hint: str, quiet: bool):
     return update, close
 
 
-def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0, seed=None, quiet=False):
-    """Grade one submission (None: the reference); returns (results dict, table text). Always writes json_path."""
+def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0, seed=None, quiet=False,
+              output_format="gradescope"):
+    """Grade one submission (None: the reference); returns (results dict, table text). Always writes json_path.
+
+    The returned dict is Gradescope's format; json_path is written in ``output_format``.
+    """
     from grader import report
+    from grader.formats import write_results
 
     t0 = time.perf_counter()
     try:
@@ -86,10 +99,10 @@ def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0,
         results = report.failure_json(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
                                       time.perf_counter() - t0)
         if json_path:
-            report.write_json(results, json_path)
+            write_results(results, json_path, output_format)
         raise
     if json_path:
-        report.write_json(results, json_path)
+        write_results(results, json_path, output_format)
     return results, text
 
 
@@ -110,12 +123,22 @@ def main(argv=None) -> int:
     if len(subs) > 1 and args.json:
         print("--json is for one submission; use --json-dir with several", file=sys.stderr)
         return 2
+    if args.scheduler:
+        if not subs or not args.json_dir:
+            print("--scheduler needs --batch DIR OUTDIR (or submissions and --json-dir DIR)", file=sys.stderr)
+            return 2
+        from grader import cluster
+
+        return cluster.grade_batch(subs, Path(args.json_dir), scheduler=args.scheduler, seed=args.seed,
+                                   visible_only=args.visible_only, timeout=args.timeout,
+                                   output_format=args.format, quiet=args.quiet)
     status = 0
     if len(subs) <= 1:
         path = subs[0] if subs else None
         try:
             results, text = grade_one(path, args.json, visible_only=args.visible_only, jobs=args.jobs,
-                                      timeout=args.timeout, seed=args.seed, quiet=args.quiet)
+                                      timeout=args.timeout, seed=args.seed, quiet=args.quiet,
+                                      output_format=args.format)
         except Exception as exc:  # noqa: BLE001 - results.json was written by grade_one
             print(f"grader failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
@@ -128,7 +151,7 @@ def main(argv=None) -> int:
     def one(path):
         try:
             res, _ = grade_one(path, outdir / f"{path.stem}.json", visible_only=args.visible_only, jobs=1,
-                               timeout=args.timeout, seed=args.seed, quiet=True)
+                               timeout=args.timeout, seed=args.seed, quiet=True, output_format=args.format)
             return path, res["score"], None
         except Exception as exc:  # noqa: BLE001
             return path, None, f"{type(exc).__name__}: {exc}"
