@@ -37,6 +37,8 @@ __all__ = ["snapshot", "materialize", "fingerprint", "grade_batch", "connect"]
 
 # A zip submission larger than this is not shipped to a worker (the grader reads 2 MB per file at most).
 MAX_ZIP_BYTES = 64 << 20
+# Seconds to reach a scheduler, and then to wait for its first worker.
+CONNECT_TIMEOUT = 30.0
 WORKER_WAIT = 60.0
 
 
@@ -142,6 +144,11 @@ def fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _worker_fingerprint() -> str:
+    """:func:`fingerprint` as a worker computes it (shipped by name, so the worker runs its own code)."""
+    return fingerprint()
+
+
 def _grade_task(snap: dict, seed: int, expected: str, visible_only: bool, timeout: float) -> dict:
     """Run on a worker: grade one snapshot; returns ``{"results": Gradescope dict, "error": str or None}``."""
     mine = fingerprint()
@@ -177,7 +184,7 @@ def connect(scheduler: str):
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
     else:
-        with Client(scheduler, timeout=30) as client:
+        with Client(scheduler, timeout=CONNECT_TIMEOUT) as client:
             client.wait_for_workers(1, timeout=WORKER_WAIT)
             yield client
 
@@ -221,7 +228,7 @@ def grade_batch(subs, outdir, *, scheduler: str, seed=None, visible_only: bool =
         (their failure results are written), 2 when the cluster was unusable.
     """
     try:
-        import distributed  # noqa: F401
+        import distributed  # noqa: F401 - only whether it is installed
     except ImportError:
         print("--scheduler needs dask.distributed: pip install 'convnet[cluster]'", file=sys.stderr)
         return 2
@@ -245,7 +252,7 @@ def _grade_on(client, subs, outdir, *, seed, visible_only, timeout, output_forma
     from grader.formats import write_results
 
     mine = fingerprint()
-    theirs = client.run(fingerprint)
+    theirs = client.run(_worker_fingerprint)
     wrong = sorted(addr for addr, fp in theirs.items() if fp != mine)
     if wrong:
         print(f"workers {', '.join(wrong)} have a different convnet/grader from this client's; "
