@@ -260,14 +260,17 @@ def _grade_on(client, subs, outdir, *, seed, visible_only, timeout, output_forma
         return 2
     outdir.mkdir(parents=True, exist_ok=True)
     status = 0
+    bar = None
 
     def report_one(path, score, error):
         nonlocal status
+        # Lines go above the progress bar, not through it.
+        say = bar.write if bar is not None else print
         if error:
             status = 1
-            print(f"{path}: grader failed: {error}", file=sys.stderr)
+            say(f"{path}: grader failed: {error}", file=sys.stderr)
         elif not quiet:
-            print(f"{path}: {score:g}")
+            say(f"{path}: {score:g}", file=sys.stdout)
 
     futures = {}
     for i, path in enumerate(subs):

@@ -296,10 +296,11 @@ def write_png(records, path):
         bins = [top * i / 20 for i in range(21)]
         ax.hist(values, bins=bins, color="#4C72B0", edgecolor="white")
         mean, median = statistics.fmean(values), statistics.median(values)
-        ax.axvline(mean, color="#C44E52", linestyle="--", label=f"mean {mean:.1f}")
-        ax.axvline(median, color="#55A868", linestyle=":", linewidth=2, label=f"median {median:.1f}")
+        ax.axvline(mean, color="#C44E52", linestyle="--", label=f"mean {mean:.1f}", zorder=3)
+        ax.axvline(median, color="#55A868", linestyle=":", linewidth=2, label=f"median {median:.1f}", zorder=3)
         ax.legend(loc="upper left")
-        ax.set_xlim(0, top)
+        # A little room past the maximum, so that a line at full marks stays visible.
+        ax.set_xlim(0, top * 1.03)
         ax.yaxis.get_major_locator().set_params(integer=True)
     else:
         ax.text(0.5, 0.5, "no graded submissions", ha="center", va="center", transform=ax.transAxes)
