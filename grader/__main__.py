@@ -8,8 +8,12 @@ Usage::
     python -m grader a/ b.zip c/ --jobs 2 --json-dir OUT/   # one OUT/<name>.json each
     python -m grader --batch SUBMISSIONS/ OUT/ --jobs 2     # every entry of SUBMISSIONS/
     python -m grader --explain "Conv.forward"                # a visible check's inputs and call, as code
+    python -m grader sub/ --format prairielearn --json results.json   # PrairieLearn's results format
+    python -m grader --batch SUBMISSIONS/ OUT/ --scheduler local:4   # on a Dask cluster (grader.cluster)
     python -m grader release OUT/            # the student starter
     python -m grader bundle OUT.zip          # the Gradescope autograder
+    python -m grader bundle --target prairielearn OUT/   # a PrairieLearn question
+    python -m grader summary OUT/            # gradebook.csv, summary.md, scores.png of a folder of results
 
 The exit code is 0 whenever grading completed, whatever the score; 2 for bad
 usage; 1 when the grader itself failed (a minimal results.json is still written).
@@ -28,7 +32,9 @@ from pathlib import Path
 # Each subcommand lives in its own module exposing main(argv) -> int; imported lazily.
 SUBCOMMANDS = {
     "release": ("grader.release", "write the student starter (python -m grader release OUT/)"),
-    "bundle": ("grader.bundle", "write the Gradescope autograder zip (python -m grader bundle OUT.zip)"),
+    "bundle": ("grader.bundle", "write the Gradescope autograder zip, or a PrairieLearn question "
+                                "(python -m grader bundle OUT.zip | --target prairielearn OUT/)"),
+    "summary": ("grader.summary", "gradebook.csv, summary.md and scores.png of a folder of results"),
 }
 
 
@@ -47,6 +53,10 @@ def _parser():
     p.add_argument("--seed", type=int, default=None, help="secret seed (default: a fresh random one)")
     p.add_argument("--brief", action="store_true", help="the score table only, without each failure's feedback")
     p.add_argument("--quiet", action="store_true", help="no table and no progress bar")
+    p.add_argument("--format", choices=("gradescope", "prairielearn"), default="gradescope",
+                   help="results format written by --json/--json-dir (default gradescope)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --batch/--json-dir: grade on this Dask scheduler, or local:N (a LocalCluster of N workers)")
     return p
 
 
@@ -73,9 +83,13 @@ def _progress_bar(label: str, quiet: bool):
 
 
 def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0, seed=None, quiet=False,
-              details=True):
-    """Grade one submission (None: the reference); returns (results dict, table text). Always writes json_path."""
+              details=True, output_format="gradescope"):
+    """Grade one submission (None: the reference); returns (results dict, table text). Always writes json_path.
+
+    The returned dict is Gradescope's format; json_path is written in ``output_format``.
+    """
     from grader import report
+    from grader.formats import write_results
 
     t0 = time.perf_counter()
     try:
@@ -94,10 +108,10 @@ def grade_one(path, json_path=None, *, visible_only=False, jobs=2, timeout=30.0,
         results = report.failure_json(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
                                       time.perf_counter() - t0)
         if json_path:
-            report.write_json(results, json_path)
+            write_results(results, json_path, output_format)
         raise
     if json_path:
-        report.write_json(results, json_path)
+        write_results(results, json_path, output_format)
     return results, text
 
 
@@ -131,11 +145,22 @@ def main(argv=None) -> int:
     if len(subs) > 1 and args.json:
         print("--json is for one submission; use --json-dir with several", file=sys.stderr)
         return 2
+    if args.scheduler:
+        if not subs or not args.json_dir:
+            print("--scheduler needs --batch DIR OUTDIR (or submissions and --json-dir DIR)", file=sys.stderr)
+            return 2
+        from grader import cluster
+
+        return cluster.grade_batch(subs, Path(args.json_dir), scheduler=args.scheduler, seed=args.seed,
+                                   visible_only=args.visible_only, timeout=args.timeout,
+                                   output_format=args.format, quiet=args.quiet)
+    status = 0
     if len(subs) <= 1:
         path = subs[0] if subs else None
         try:
             results, text = grade_one(path, args.json, visible_only=args.visible_only, jobs=args.jobs,
-                                      timeout=args.timeout, seed=args.seed, quiet=args.quiet, details=not args.brief)
+                                      timeout=args.timeout, seed=args.seed, quiet=args.quiet, details=not args.brief,
+                                      output_format=args.format)
         except Exception as exc:  # noqa: BLE001 - results.json was written by grade_one
             print(f"grader failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
@@ -144,12 +169,11 @@ def main(argv=None) -> int:
             print(f"execution time {results['execution_time']:.1f} s")
         return 0
     outdir = Path(args.json_dir)
-    status = 0
 
     def one(path):
         try:
             res, _ = grade_one(path, outdir / f"{path.stem}.json", visible_only=args.visible_only, jobs=1,
-                               timeout=args.timeout, seed=args.seed, quiet=True)
+                               timeout=args.timeout, seed=args.seed, quiet=True, output_format=args.format)
             return path, res["score"], None
         except Exception as exc:  # noqa: BLE001
             return path, None, f"{type(exc).__name__}: {exc}"

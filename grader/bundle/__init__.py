@@ -120,7 +120,19 @@ def make_bundle(out, *, source=None, force: bool = False, log=print) -> list:
 
 
 def main(argv=None) -> int:
-    """``python -m grader bundle OUT.zip [--force] [--source DIR]``; returns the exit code."""
+    """``python -m grader bundle OUT.zip [--force] [--source DIR]``; returns the exit code.
+
+    ``--target prairielearn`` writes a PrairieLearn question directory instead
+    (:mod:`grader.bundle.prairielearn`).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--target", choices=("gradescope", "prairielearn"), default="gradescope")
+    known, argv = target.parse_known_args(argv)
+    if known.target == "prairielearn":
+        from grader.bundle import prairielearn
+
+        return prairielearn.main(argv)
     parser = argparse.ArgumentParser(
         prog="python -m grader bundle",
         description="Write the Gradescope autograder zip (setup.sh, run_autograder, the package with hidden checks).",
@@ -130,7 +142,9 @@ def main(argv=None) -> int:
     parser.add_argument("--source", type=Path, default=None,
                         help="repository to bundle (default: the checkout grader is imported from)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    parser.add_argument("--target", choices=("gradescope", "prairielearn"), default="gradescope",
+                        help="gradescope: this zip (default); prairielearn: a question directory")
+    args = parser.parse_args(argv)
     try:
         make_bundle(args.out, source=args.source, force=args.force,
                     log=(lambda message: None) if args.quiet else print)

@@ -1,6 +1,8 @@
 """Shared helpers for the grader's tests: submissions built from the reference plus a red-team patch."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,4 +45,24 @@ def make_submission(tmp_path):
                 text += "\n\n# ---- red team ----\n" + extra
             (dest / name).write_text(text)
         return out
+    return make
+
+
+@pytest.fixture
+def offline_venv():
+    """``offline_venv(where)`` -> the python of a venv that sees this interpreter's site-packages (a PyPI stand-in).
+
+    The venv borrows this interpreter's site-packages (numpy, Cython, pip) as plain paths. An
+    editable install of convnet is a .pth hook there, not processed for a path added this way,
+    so only what an install script puts in the venv provides convnet and grader.
+    """
+    def make(where: Path) -> Path:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+        python = where / "bin" / "python"
+        purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        dirs = {p for p in sys.path
+                if p.rstrip("/").endswith(("site-packages", "dist-packages")) and Path(p).is_dir()}
+        Path(purelib, "_borrowed_site_packages.pth").write_text("\n".join(sorted(dirs)) + "\n")
+        return python
     return make

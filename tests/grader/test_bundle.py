@@ -237,23 +237,8 @@ def test_run_autograder_replaces_an_invalid_result(zip_path, tmp_path):
     assert doc["score"] == 0 and "exit status 0" in doc["output"]
 
 
-def offline_venv(where: Path) -> Path:
-    """A venv borrowing this interpreter's site-packages as plain paths (numpy, Cython, pip: PyPI stand-in).
-
-    An editable install of convnet is a .pth hook there, not processed for a path added this
-    way, so only what setup.sh installs provides convnet and grader.
-    """
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
-    python = where / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-    dirs = {p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages")) and Path(p).is_dir()}
-    Path(purelib, "_borrowed_site_packages.pth").write_text("\n".join(sorted(dirs)) + "\n")
-    return python
-
-
 @pytest.mark.slow
-def test_setup_sh_installs_the_bundle_that_run_autograder_then_uses(zip_path, tmp_path):
+def test_setup_sh_installs_the_bundle_that_run_autograder_then_uses(zip_path, tmp_path, offline_venv):
     root = fake_autograder(tmp_path, zip_path, student_files(REPO / "convnet"))
     python = offline_venv(root / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AUTOGRADER_"))}
