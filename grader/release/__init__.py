@@ -58,6 +58,13 @@ def ship_package_data(pyproject: str) -> str:
     return pyproject.rstrip("\n") + "\n\n" + header + PACKAGE_DATA_LINE + "\n"
 
 
+def student_pyproject(pyproject: str) -> str:
+    """The starter's pyproject.toml: ships the visible checks' expected outputs, and leaves the course
+    staff's extras (a cluster to grade a class on) out of what students install."""
+    text = re.sub(r',?\s*"dask\[distributed\][^"]*"', "", ship_package_data(pyproject))
+    return re.sub(r'^# Grading a class on a Dask cluster.*\n^cluster = \[\]\n', "", text, flags=re.M)
+
+
 def _check_destination(source: Path, out: Path, force: bool) -> None:
     if not (source / "setup.py").is_file() or not (source / "convnet").is_dir():
         raise FileNotFoundError(f"{source} is not a convnet checkout (no setup.py or convnet/); pass --source")
@@ -130,7 +137,7 @@ def make_release(out, *, source=None, force: bool = False, log=print) -> dict:
         log("release: wrote the visible checks' expected outputs")
         pyproject = staging / "pyproject.toml"
         if pyproject.is_file():
-            pyproject.write_text(ship_package_data(pyproject.read_text(encoding="utf-8")), encoding="utf-8")
+            pyproject.write_text(student_pyproject(pyproject.read_text(encoding="utf-8")), encoding="utf-8")
         hits, _ = scan_for_leaks(staging, source, marked)
         if hits:
             raise LeakError(leak_message(hits))
