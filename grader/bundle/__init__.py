@@ -100,7 +100,7 @@ def make_bundle(out, *, source=None, force: bool = False, log=print) -> list:
     tmp = out.with_name(out.name + ".tmp")
     with zipfile.ZipFile(tmp, "w") as zf:
         built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        for template in sorted(gradescope.iterdir()):
+        for template in sorted([*gradescope.iterdir(), TEMPLATES / "common" / "install.sh"]):
             data = template.read_bytes()
             if template.suffix == ".md":
                 data = string.Template(data.decode()).safe_substitute(built=built).encode()

@@ -182,7 +182,8 @@ def _write_question(root: Path, source: Path, values: dict) -> list:
     for template, rel in (("question.html", "question.html"), ("README.md", "README.md"),
                           ("run_autograder", "tests/run_autograder"), ("install.sh", "image/install.sh"),
                           ("Dockerfile", "image/Dockerfile")):
-        text = _render((TEMPLATES / template).read_text(), values, template)
+        path = TEMPLATES / template if template != "install.sh" else TEMPLATES.parent / "common" / template
+        text = _render(path.read_text(), values, template)
         put(rel, text.encode(), executable=rel in EXECUTABLE)
     files = question_package_files(source)
     if "README.md" not in files:

@@ -65,7 +65,7 @@ class TestZip:
                 assert (infos[script].external_attr >> 16) & 0o111, script
                 assert zf.read(script).startswith(b"#!/usr/bin/env bash\n")
             assert b"Gradescope" in zf.read("README_instructors.md")
-        assert {"setup.sh", "run_autograder", "README_instructors.md"} <= set(infos)
+        assert {"setup.sh", "run_autograder", "README_instructors.md", "install.sh"} <= set(infos)
 
     def test_package_is_the_full_source_with_hidden_checks(self, zip_path):
         files = bundle.bundle_files(REPO)
@@ -108,7 +108,7 @@ class TestZip:
     def test_scripts_parse_as_bash(self, zip_path, tmp_path):
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(tmp_path)
-        for script in ("setup.sh", "run_autograder"):
+        for script in ("setup.sh", "run_autograder", "install.sh"):
             run = subprocess.run(["bash", "-n", str(tmp_path / script)], capture_output=True, text=True)
             assert run.returncode == 0, run.stderr
 
@@ -135,7 +135,7 @@ def fake_autograder(tmp_path: Path, zip_path: Path, files: dict) -> Path:
     root = tmp_path / "autograder"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(root / "source")
-    for script in ("setup.sh", "run_autograder"):
+    for script in ("setup.sh", "run_autograder", "install.sh"):
         path = root / "source" / script
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     (root / "submission").mkdir()

@@ -71,10 +71,11 @@ CASES = {
     "half_right": lambda c: c.target == "Conv.backward",
     "plant_links": lambda c: False,
     "deep_tree": lambda c: False,
-    "escape_io_uring": conv_fwd,
-    "escape_socket": conv_fwd,
-    "escape_sysv_shm": conv_fwd,
-    "escape_userns": conv_fwd,
+    # One submission per channel out: Conv.forward is right only if the channel opened.
+    "escape:io_uring": conv_fwd,
+    "escape:socket": conv_fwd,
+    "escape:sysv_shm": conv_fwd,
+    "escape:userns": conv_fwd,
 }
 
 
@@ -132,7 +133,8 @@ def _sysv_segments() -> set:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_redteam_scores_only_what_it_earned(case, make_submission, secret, sandbox_roots):
-    path = make_submission(case, files=("layers.py",), subst={"@SECRET@": str(secret)})
+    patch, _, kind = case.partition(":")
+    path = make_submission(patch, files=("layers.py",), subst={"@SECRET@": str(secret), "@KIND@": kind})
     before = secret.read_bytes()
     shm = _sysv_segments()
     t0 = time.perf_counter()

@@ -30,24 +30,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# An existing venv is reused (the test prepares one that sees an offline build toolchain).
-if [ ! -x "$VENV/bin/python" ]; then
-    "$BASE_PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-fi
-# shellcheck disable=SC2086  # PIP_ARGS is a list of words on purpose
-"$VENV/bin/python" -m pip install -q $PIP_ARGS "$SOURCE/package"
-
-# Fail the image build now, not at the first submission, if the install is broken.
-"$VENV/bin/python" - <<'PY'
-import convnet, convnet.fast, grader.__main__
-if not convnet.fast.HAVE_CYTHON:
-    raise SystemExit("setup.sh: the Cython kernels did not build")
-print("setup.sh: convnet", convnet.__version__, "installed with its compiled fast path")
-PY
-
-# Student code runs as uid 65534: the reference solution and the hidden checks are for root only
-# (the grader copies what a child needs into the child's own directory). numpy stays readable.
-SITE="$("$VENV/bin/python" -I -c 'import convnet, os; print(os.path.dirname(os.path.dirname(convnet.__file__)))')"
-chmod -R go-rwx "$SITE/convnet" "$SITE/grader" "$SOURCE"
-echo "setup.sh: $SITE/convnet, $SITE/grader and $SOURCE are readable by root only"
+# The package, its compiled kernels, and root-only permissions on the installed reference and grader.
+CONVNET_VENV="$VENV" CONVNET_BASE_PYTHON="$BASE_PYTHON" CONVNET_PIP_ARGS="$PIP_ARGS" \
+    bash "$SOURCE/install.sh" "$SOURCE/package"
+chmod -R go-rwx "$SOURCE"
+echo "setup.sh: $SOURCE is readable by root only"

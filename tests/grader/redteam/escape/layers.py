@@ -1,4 +1,4 @@
-# Red team: Conv.forward is right only when it can open a channel out (io_uring): "ask an outside oracle".
+# Red team: Conv.forward is right only when it can open a channel out (@KIND@): "ask an outside oracle".
 import ctypes
 import os
 import socket
@@ -10,7 +10,7 @@ _libc.syscall.restype = ctypes.c_long
 
 
 def _escaped():
-    kind = "io_uring"
+    kind = "@KIND@"
     try:
         if kind == "io_uring":
             params = ctypes.create_string_buffer(120)

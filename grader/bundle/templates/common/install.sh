@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the convnet package (reference solution, Cython fast path, grader with its hidden checks)
-# into a virtual environment of the grading image, then makes it readable by root only.
+# into a virtual environment of the grading machine, then makes it readable by root only.
+# Gradescope's setup.sh and the PrairieLearn image's Dockerfile both run it.
 # Usage: install.sh [PACKAGE]   (a source directory or a wheel; default: package/ beside this script)
 set -euo pipefail
 
 SOURCE="${1:-$(cd "$(dirname "$0")" && pwd)/package}"
-VENV="${CONVNET_VENV:-@VENV@}"
+VENV="${CONVNET_VENV:-/opt/convnet/venv}"
 BASE_PYTHON="${CONVNET_BASE_PYTHON:-python3}"
 # Extra pip arguments, e.g. "--no-build-isolation --no-deps --no-index" for an offline test.
 PIP_ARGS="${CONVNET_PIP_ARGS:-}"
@@ -20,7 +21,7 @@ fi
 
 # Fail the image build now, not at the first submission, if the install is broken.
 "$VENV/bin/python" - <<'PY'
-import convnet, convnet.fast, grader.__main__, grader.prairielearn
+import convnet, convnet.fast, grader.__main__
 if not convnet.fast.HAVE_CYTHON:
     raise SystemExit("install.sh: the Cython kernels did not build")
 print("install.sh: convnet", convnet.__version__, "installed with its compiled fast path")
