@@ -46,6 +46,9 @@ class Oracle:
             return "oracle-error", {"type": type(exc).__name__, "message": str(exc)[:1000]}, {}
         except MemoryError:
             return "oracle-error", {"type": "ValueError", "message": "the request needs too much memory"}, {}
+        except Exception as exc:  # noqa: BLE001 - the grader's own failure is the child's error, never a crash
+            return "oracle-error", {"type": "RuntimeError", "message": f"the grader could not serve the call "
+                                                                      f"({type(exc).__name__}: {exc})"[:1000]}, {}
 
     # -- internals
 
