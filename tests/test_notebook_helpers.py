@@ -62,7 +62,8 @@ class TestAttempt:
     def test_a_step_never_run_says_so(self, capsys):
         with attempt():
             needs("a step nobody ran")
-        assert capsys.readouterr().out == "skipped: the step 'a step nobody ran' has not run yet (run the cells above first)\n"
+        assert capsys.readouterr().out == ("skipped: the step 'a step nobody ran' has not run yet "
+                                           "(run the cells above first)\n")
 
     def test_other_errors_propagate_and_leave_the_step_undone(self, capsys):
         name = step_name()
