@@ -2,9 +2,11 @@
 
 :func:`make_release` copies the package (:mod:`grader.release.manifest` says
 what goes in), replaces every solution region with a TODO banner and a stub
-(:mod:`grader.release.markers`), writes the student README from its template
-and the visible checks' expected outputs, and scans the result for solution
-text (:mod:`grader.release.leaks`) before moving it into place.
+(:mod:`grader.release.markers`), writes the student README from its template,
+the student notebook from its percent-format source
+(:mod:`grader.release.notebook`) and the visible checks' expected outputs, and
+scans the result, the notebook's cells included, for solution text
+(:mod:`grader.release.leaks`) before moving it into place.
 """
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from grader.release import notebook
 from grader.release.leaks import LeakError, leak_message, scan_for_leaks
 from grader.release.manifest import release_inputs, repository_root
 from grader.release.markers import MarkerError, solution_regions, strip_solutions
+from grader.release.notebook import NotebookSourceError
 
-__all__ = ["make_release", "main", "student_readme", "ship_package_data", "MarkerError", "LeakError"]
+__all__ = ["make_release", "main", "student_readme", "ship_package_data", "MarkerError", "LeakError",
+           "NotebookSourceError"]
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -121,6 +126,8 @@ def make_release(out, *, source=None, force: bool = False, log=print) -> dict:
         ``out`` is not empty and ``force`` is false.
     MarkerError
         A source file's markers are invalid.
+    NotebookSourceError
+        The notebook's percent-format source is invalid.
     LeakError
         The written release contains a line of a solution region.
     """
@@ -133,6 +140,8 @@ def make_release(out, *, source=None, force: bool = False, log=print) -> dict:
     try:
         stubs, marked = _stage(source, staging)
         (staging / "README.md").write_text(student_readme(stubs), encoding="utf-8")
+        cells = notebook.write_notebook(notebook.SOURCE, staging / notebook.NOTEBOOK_NAME)
+        log(f"release: wrote {notebook.NOTEBOOK_NAME} ({cells} cells)")
         public = _write_public_expected(staging / "grader" / "checks")
         log("release: wrote the visible checks' expected outputs")
         pyproject = staging / "pyproject.toml"
@@ -182,7 +191,8 @@ def main(argv=None) -> int:
     log = (lambda message: None) if args.quiet else print
     try:
         make_release(args.out, source=args.source, force=args.force, log=log)
-    except (MarkerError, LeakError, FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (MarkerError, NotebookSourceError, LeakError, FileExistsError, FileNotFoundError, NotADirectoryError,
+            ValueError) as exc:
         print(f"release: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from grader.release.manifest import PACKAGES
 from grader.release.markers import solution_regions
+from grader.release.notebook import notebook_lines
 
 __all__ = ["LeakError", "leak_lines", "public_lines", "scan_for_leaks", "leak_message"]
 
@@ -79,7 +80,9 @@ def scan_for_leaks(root: Path, source_root: Path, sources) -> tuple:
     its solution regions: then the library ships it deliberately
     (``db = dout.sum(axis=(0, 2, 3))`` in the fast path, say) and it is
     reported as shared, not as a leak. Tests (a test must not spell out an
-    answer) and generated files (the README, expected outputs) excuse nothing.
+    answer) and generated files (the README, the notebook, expected outputs)
+    excuse nothing. A notebook (``.ipynb``) is scanned as the lines of its cells
+    (sources and text outputs), numbered from the first cell's first line.
 
     Returns
     -------
@@ -99,8 +102,15 @@ def scan_for_leaks(root: Path, source_root: Path, sources) -> tuple:
             content = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             content = path.read_bytes().decode("latin-1")
+        lines = content.splitlines()
+        if path.suffix == ".ipynb":
+            # A notebook's code sits in JSON strings, where no line matches: scan its cells' lines instead.
+            try:
+                lines = notebook_lines(content)
+            except ValueError:
+                pass
         public = None
-        for number, line in enumerate(content.splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             stripped = line.strip()
             if stripped not in needles:
                 continue
