@@ -10,7 +10,7 @@ layer                      what it guarantees
 private JOBDIR             a fresh temporary directory holding the assembled
                            ``convnet`` package (student files, stubs for missing
                            ones, the support files _checks/gradcheck/losses, and
-                           fast.py with the compiled ``_fast`` modules only where
+                           fast/ with the compiled ``_fast`` modules only where
                            the check allows the fast path; ``__init__.py`` is a
                            minimal one, so importing the package imports nothing
                            the check did not ask for), a ``site`` directory with
@@ -43,7 +43,7 @@ rlimits                    CPU seconds, address space, file size (stdout floods
 wall clock                 the parent kills the child's process group (its own
                            session) at the deadline.
 blocked imports            a meta-path finder refusing torch, scipy, convnet.fast
-                           and convnet._fast (naive checks, where fast.py and the
+                           and convnet._fast (naive checks, where fast/ and the
                            extension are not copied either).
 ========================  ==========================================================
 
@@ -81,7 +81,7 @@ __all__ = ["STUDENT_FILES", "SUPPORT_FILES", "Submission", "load_submission", "S
 
 STUDENT_FILES = ("layers.py", "sandwich.py", "models.py", "optim.py", "solver.py")
 SUPPORT_FILES = ("_checks.py", "gradcheck.py", "losses.py")
-FAST_FILES = ("fast.py",)
+FAST_FILES = ("fast",)  # the fast path's package (its .py files); the compiled _fast modules are copied beside it
 NOBODY = 65534
 OUTPUT_LIMIT = 10_000
 MAX_ANSWER_BYTES = 64 << 20
@@ -418,8 +418,10 @@ class Sandbox:
             shutil.copyfile(self.ref / name, pkg / name)
         if fast:
             for name in FAST_FILES:
-                if (self.ref / name).is_file():
-                    shutil.copyfile(self.ref / name, pkg / name)
+                if (self.ref / name).is_dir():
+                    (pkg / name).mkdir()
+                    for f in (self.ref / name).glob("*.py"):
+                        shutil.copyfile(f, pkg / name / f.name)
             src = self.ref / "_fast"
             if src.is_dir():
                 (pkg / "_fast").mkdir()
