@@ -239,6 +239,9 @@ cdef inline void _output_adjoint_plane(const floating* dy, floating* pl, floatin
 
 
 # ---------------------------------------------------------------- F(4x4, 3x3)
+# Two designs, not one written twice: F(2x2) above works per tile in registers, F(4x4) below
+# on blocks of tiles. F(2x2) in the blocked form, generated from one template, ran slower
+# (benchmarks/README.md), so each size keeps the form that suits it.
 # Tiles of 4x4 outputs read 6x6 input patches at (4*ti - pad, 4*tj - pad);
 # k = 6*r + s indexes the 36 positions of a transformed tile (36 rows of V, M).
 # Each 2-D transform is the 1-D one on the 6 columns, then on the 6 rows.
