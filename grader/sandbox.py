@@ -69,6 +69,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -176,6 +177,11 @@ def reference_submission() -> Submission:
     return Submission(files, [n for n in STUDENT_FILES if n not in files], str(ref))
 
 
+# CPython 3.11's ast.parse is not thread-safe (one recursion counter per interpreter: SystemError
+# "AST constructor recursion depth mismatch"), and the grader's threads stub files concurrently.
+_STUB_LOCK = threading.Lock()
+
+
 def stub_source(name: str) -> str:
     """The stubbed version of a student file (solution regions replaced by ``raise NotImplementedError``)."""
     text = (reference_dir() / name).read_text()
@@ -184,7 +190,8 @@ def stub_source(name: str) -> str:
     except ImportError:  # pragma: no cover - the release engineer's module is part of the grader
         return _fallback_strip(text)
     try:
-        return strip_solutions(text, name)
+        with _STUB_LOCK:
+            return strip_solutions(text, name)
     except ValueError:
         return _fallback_strip(text)
 

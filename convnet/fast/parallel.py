@@ -11,6 +11,7 @@ split their planes across OpenMP threads instead (:func:`kernel_threads`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -89,7 +90,7 @@ def run_parts(fn, parts, executor=None, blas=None) -> list:
     executor : concurrent.futures.Executor, optional
         Default: a thread pool shared by every call.
     blas : object with ``limit(limits=1)``, optional
-        A threadpoolctl controller.
+        A threadpoolctl controller; without threadpoolctl BLAS is left as it is.
     """
     if len(parts) == 1:
         return [fn(*parts[0])]
@@ -97,7 +98,7 @@ def run_parts(fn, parts, executor=None, blas=None) -> list:
         executor = _WORKERS.get_executor(len(parts) - 1)
     if blas is None:
         blas = blas_controller()
-    with blas.limit(limits=1):
+    with blas.limit(limits=1) if blas is not None else contextlib.nullcontext():
         futures = []
         try:
             try:
