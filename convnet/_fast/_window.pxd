@@ -22,16 +22,16 @@ cdef inline void window_span(Py_ssize_t o, Py_ssize_t k, Py_ssize_t stride, Py_s
     hi[0] = b if b < size else size
 
 
-cdef inline void tap_span(Py_ssize_t tap, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t size,
-                          Py_ssize_t n_out, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    # [lo, hi) (lo <= hi): the windows o < n_out whose element `tap` is a real input position,
-    # 0 <= o*stride - pad + tap < size; the dual of window_span.
-    cdef Py_ssize_t t = size - 1 + pad - tap
-    lo[0] = (pad - tap + stride - 1) // stride if pad > tap else 0
-    if t < 0:
-        hi[0] = 0
+cdef inline (Py_ssize_t, Py_ssize_t) tap_span(Py_ssize_t tap, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t size,
+                                              Py_ssize_t n_out) noexcept nogil:
+    # (lo, hi), lo <= hi: the windows lo <= o < hi (o < n_out) whose element `tap` is a real
+    # input position, 0 <= o*stride - pad + tap < size; the dual of window_span.
+    cdef Py_ssize_t lo = (pad - tap + stride - 1) // stride if pad > tap else 0
+    cdef Py_ssize_t hi = size - 1 + pad - tap
+    if hi < 0:
+        hi = 0
     else:
-        t = t // stride + 1
-        hi[0] = t if t < n_out else n_out
-    if lo[0] > hi[0]:
-        lo[0] = hi[0]
+        hi = hi // stride + 1
+        if hi > n_out:
+            hi = n_out
+    return (lo if lo < hi else hi), hi
