@@ -7,6 +7,7 @@ CONVNET_NO_OPENMP=1    build without OpenMP; prange then runs serially.
 """
 import glob
 import os
+import runpy
 import sys
 
 import numpy as np
@@ -15,13 +16,12 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The package's own parser of CONVNET_* switches, loaded by path: convnet is not importable while it builds.
+flag = runpy.run_path(os.path.join(HERE, "convnet", "fast", "_env.py"))["flag"]
 
-def _flag(name):
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-DEBUG_CHECKS = _flag("CONVNET_BOUNDSCHECK")
-USE_OPENMP = not _flag("CONVNET_NO_OPENMP")
+DEBUG_CHECKS = flag("CONVNET_BOUNDSCHECK")
+USE_OPENMP = not flag("CONVNET_NO_OPENMP")
 
 DIRECTIVES = {
     "language_level": 3,
@@ -94,10 +94,9 @@ class BuildPy(build_py):
 
 
 def extensions():
-    here = os.path.dirname(os.path.abspath(__file__))
     exts = []
-    for pyx in sorted(glob.glob(os.path.join(here, "convnet", "_fast", "*.pyx"))):
-        rel = os.path.relpath(pyx, here)
+    for pyx in sorted(glob.glob(os.path.join(HERE, "convnet", "_fast", "*.pyx"))):
+        rel = os.path.relpath(pyx, HERE)
         name = rel[:-4].replace(os.sep, ".")
         exts.append(
             Extension(

@@ -6,8 +6,8 @@ and writes the best model (``model.npz``, readable by
 to ``--out``. Needs scikit-learn and matplotlib (``pip install convnet[train]``).
 
 Training runs single-threaded by default (``--threads``: threadpoolctl, which
-ships with scikit-learn, for BLAS, and OMP_NUM_THREADS while convnet.fast is
-first imported, unless the user set it): the model's arrays are tiny (32 images of 8x8),
+ships with scikit-learn, for BLAS, and :func:`convnet.fast.config` for the fast
+path's threads): the model's arrays are tiny (32 images of 8x8),
 and on a busy 2-core machine the threads of OpenBLAS and of the fast path's
 OpenMP loops cost far more than they bring. Measured here under load, the same
 15 epochs took 1.0-1.9 s single-threaded, 9-18 s with only BLAS limited and
@@ -74,46 +74,25 @@ def build_parser():
     return parser
 
 
-def _import_fast(threads):
-    """Import the fast path; when this is the first import, its OpenMP loops get ``threads`` threads.
-
-    convnet.fast reads OMP_NUM_THREADS once, at import, and passes it to every
-    parallel loop, so the variable is set just for the import and then restored.
-    """
-    if "convnet.fast" in sys.modules or "OMP_NUM_THREADS" in os.environ:
-        import convnet.fast
-        return convnet.fast
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    try:
-        import convnet.fast
-    finally:
-        del os.environ["OMP_NUM_THREADS"]
-    return convnet.fast
-
-
 @contextlib.contextmanager
 def _thread_limit(n):
-    """Limit BLAS and OpenMP to ``n`` threads for the duration; 0: no limit.
+    """Limit BLAS and the fast path to ``n`` threads for the duration; 0: no limit.
 
     threadpoolctl (shipped with scikit-learn) only reaches libraries already
-    loaded, so the fast path is imported first.
+    loaded, so the fast path (and with it numpy's BLAS) is imported first.
     """
     if not n:
         yield
         return
-    fast = _import_fast(n)
+    from convnet import fast
+
     with contextlib.ExitStack() as stack:
         try:
             from threadpoolctl import threadpool_limits
             stack.enter_context(threadpool_limits(limits=n))
         except ImportError:  # without threadpoolctl the libraries keep their own settings
             pass
-        setter = getattr(fast, "set_num_threads", None)
-        getter = getattr(fast, "get_num_threads", None)
-        if callable(setter) and callable(getter):
-            previous = getter()
-            setter(n)
-            stack.callback(setter, previous)
+        stack.enter_context(fast.config(num_threads=n))
         yield
 
 

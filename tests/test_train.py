@@ -48,10 +48,15 @@ def test_time_limit_stops_training(tmp_path, capsys):
 
 def test_thread_limit_is_scoped():
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    from convnet import fast
+
     before = [i["num_threads"] for i in threadpoolctl.threadpool_info()]
+    fast_before = fast.get_config()
     with train._thread_limit(1):
         assert all(i["num_threads"] == 1 for i in threadpoolctl.threadpool_info())
+        assert fast.get_num_threads() == 1  # the fast path's pooling kernels and batch split too
     assert [i["num_threads"] for i in threadpoolctl.threadpool_info()] == before
+    assert fast.get_config() == fast_before
 
 
 @pytest.mark.slow

@@ -4,26 +4,19 @@
 Inputs are viewed as ``N*C`` planes. ``nthreads`` threads split the planes, so
 each thread owns the writes to its planes and overlapping windows accumulate
 without races. Each plane is handled by a plain ``cdef`` function on raw
-pointers: measured 3-4x faster than the same loops written inside the
-``prange`` body, which gcc optimises poorly (OpenMP private variables).
+pointers: gcc optimises the same loops written inside the ``prange`` body
+poorly (OpenMP private variables).
 
 These kernels do not validate: the caller guarantees C-contiguous arrays of one
-dtype, H_out = 1 + (H + 2*pad - ph) // stride >= 1 (likewise W_out),
-ph <= H + 2*pad, 2*pad <= min(ph, pw) (so every window holds a real element),
-and for the backward pass 0 <= argmax < H*W.
+dtype, outputs of the ``output_size`` of ``_window.pxd`` (>= 1), ph <= H + 2*pad,
+2*pad <= min(ph, pw) (so every window holds a real element), and for the
+backward pass 0 <= argmax < H*W.
 """
 from cython.parallel import prange
 from cython cimport floating
 from libc.string cimport memset
 
-
-cdef inline void _span(Py_ssize_t o, Py_ssize_t k, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t size,
-                       Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    # [lo, hi): the real (non-padding) elements of window o, k wide, along an axis of `size`.
-    cdef Py_ssize_t a = o * stride - pad
-    cdef Py_ssize_t b = a + k
-    lo[0] = a if a > 0 else 0
-    hi[0] = b if b < size else size
+from convnet._fast._window cimport window_span
 
 
 cdef inline void _maxpool_plane(const floating* x, floating* out, int* argmax,
@@ -32,14 +25,14 @@ cdef inline void _maxpool_plane(const floating* x, floating* out, int* argmax,
     cdef Py_ssize_t i, j, h, w, hs, he, ws, we, best_i, q
     cdef floating best, v
     cdef int has_nan = 0
-    # A NaN test inside the window loop makes it 3x slower (measured); test the plane once,
-    # vectorised, and take the NaN-aware loop only for planes that hold a NaN.
+    # A NaN test inside the window loop slows every plane: test the plane once, vectorised,
+    # and take the NaN-aware loop only for planes that hold a NaN.
     for q in range(H * W):
         has_nan = has_nan | (x[q] != x[q])
     for i in range(H_out):
-        _span(i, ph, stride, pad, H, &hs, &he)
+        window_span(i, ph, stride, pad, H, &hs, &he)
         for j in range(W_out):
-            _span(j, pw, stride, pad, W, &ws, &we)
+            window_span(j, pw, stride, pad, W, &ws, &we)
             best = x[hs * W + ws]
             best_i = hs * W + ws
             if has_nan:
@@ -79,23 +72,22 @@ def maxpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int[:,
 
 
 cdef inline void _maxpool_back_plane(const floating* dout, const int* argmax, floating* dx,
-                                     Py_ssize_t Q, Py_ssize_t HW, bint zero) noexcept nogil:
+                                     Py_ssize_t Q, Py_ssize_t HW) noexcept nogil:
     cdef Py_ssize_t q
-    if zero:
-        memset(dx, 0, HW * sizeof(floating))
+    memset(dx, 0, HW * sizeof(floating))
     for q in range(Q):
         dx[argmax[q]] += dout[q]
 
 
 def maxpool_backward(const floating[:, ::1] dout, const int[:, ::1] argmax, floating[:, ::1] dx,
-                     int nthreads=1, bint zero=True):
-    """Zero dx (unless ``zero=False``: the caller passes np.zeros), then add each
-    window's gradient at its argmax (plane-flat index)."""
+                     int nthreads=1):
+    """Overwrite dx: zero each plane just before adding each window's gradient at its argmax
+    (plane-flat index); faster than np.zeros' lazily zeroed pages."""
     cdef Py_ssize_t P = dx.shape[0], HW = dx.shape[1], Q = dout.shape[1]
     cdef Py_ssize_t p
     with nogil:
         for p in prange(P, schedule="static", num_threads=nthreads):
-            _maxpool_back_plane(&dout[p, 0], &argmax[p, 0], &dx[p, 0], Q, HW, zero)
+            _maxpool_back_plane(&dout[p, 0], &argmax[p, 0], &dx[p, 0], Q, HW)
 
 
 cdef inline void _avgpool_plane(const floating* x, floating* out,
@@ -115,9 +107,9 @@ cdef inline void _avgpool_plane(const floating* x, floating* out,
                 out[i * W_out + j] = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) * scale
         return
     for i in range(H_out):
-        _span(i, ph, stride, pad, H, &hs, &he)
+        window_span(i, ph, stride, pad, H, &hs, &he)
         for j in range(W_out):
-            _span(j, pw, stride, pad, W, &ws, &we)
+            window_span(j, pw, stride, pad, W, &ws, &we)
             acc = 0
             for h in range(hs, he):
                 for w in range(ws, we):
@@ -179,9 +171,9 @@ cdef inline void _avgpool_back_plane(const floating* dout, floating* dx,
         return
     memset(dx, 0, H * W * sizeof(floating))
     for i in range(H_out):
-        _span(i, ph, stride, pad, H, &hs, &he)
+        window_span(i, ph, stride, pad, H, &hs, &he)
         for j in range(W_out):
-            _span(j, pw, stride, pad, W, &ws, &we)
+            window_span(j, pw, stride, pad, W, &ws, &we)
             g = dout[i * W_out + j] * scale
             for h in range(hs, he):
                 for w in range(ws, we):

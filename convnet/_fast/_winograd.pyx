@@ -5,13 +5,10 @@ A 3x3 stride-1 convolution with zero padding ``pad`` has ``H_out = H + 2*pad - 2
 outputs per column; they are cut into ``tH = ceil(H_out/m)`` by ``tW = ceil(W_out/m)``
 tiles of m x m outputs. Tile ``(ti, tj)`` reads the (m+2) x (m+2) input patch whose
 top-left corner is ``(m*ti - pad, m*tj - pad)`` (zero outside the image), and the
-convolution of one tile is ``Y = A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray, 2015);
-for m = 2::
-
-    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
-
-(m = 4: see the F(4x4, 3x3) section below.)
+convolution of one tile is ``Y = A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray, 2015).
+The matrices are defined once, in convnet/fast/winograd.py; the kernels here apply
+B^T, A^T and their adjoints as unrolled sums, which tests/fast/test_winograd.py checks
+against those matrices entry by entry.
 
 Layout of the transformed tiles: ``V[k, c, p]`` with ``k = (m+2)*r + s`` the position
 in the transformed tile and ``p = (n*tH + ti)*tW + tj``; likewise ``M[k, f, p]``.
@@ -33,8 +30,8 @@ from libc.string cimport memcpy, memset
 
 
 # The nk rows k of V (or M) lie kstride elements apart, often a multiple of 4 KiB:
-# writing (or reading) all nk at once for each tile thrashes one cache set
-# (measured 5-10x slower). So each plane's tiles go through a scratch buffer
+# writing (or reading) all nk at once for each tile thrashes one cache set.
+# So each plane's tiles go through a scratch buffer
 # [nk][T], moved to or from V one contiguous row of T elements at a time.
 
 cdef inline void _scatter_rows(const floating* buf, floating* v, Py_ssize_t T,
@@ -242,13 +239,12 @@ cdef inline void _output_adjoint_plane(const floating* dy, floating* pl, floatin
 
 
 # ---------------------------------------------------------------- F(4x4, 3x3)
+# Two designs, not one written twice: F(2x2) above works per tile in registers, F(4x4) below
+# on blocks of tiles. F(2x2) in the blocked form, generated from one template, ran slower
+# (benchmarks/README.md), so each size keeps the form that suits it.
 # Tiles of 4x4 outputs read 6x6 input patches at (4*ti - pad, 4*tj - pad);
 # k = 6*r + s indexes the 36 positions of a transformed tile (36 rows of V, M).
 # Each 2-D transform is the 1-D one on the 6 columns, then on the 6 rows.
-# Lavin & Gray's matrices (interpolation points 0, 1, -1, 2, -2, infinity):
-#   B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-#          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
-#   A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
 
 # The transforms run on blocks of TB tiles held in local arrays, tile index
 # innermost: each 1-D transform is then a loop over TB contiguous lanes that gcc
@@ -514,8 +510,8 @@ cdef inline void _output_adjoint_plane4(const floating* dy, floating* pl, floati
 # Every plane of the output is written by one thread (prange over the planes).
 
 
-def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssize_t pad,
-                    Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2, bint transposed=False):
+def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssize_t pad,
+                   Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2, bint transposed=False):
     """V[k, c, (n*tH + ti)*tW + tj] = (B^T d B)[k] of the tile (ti, tj) of plane x[n, c].
 
     ``transposed``: V is (nk, P, C) instead, each slab C-contiguous, and gets
@@ -555,9 +551,9 @@ def input_transform(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssiz
                     _scatter_rows(tb, &V[0, nc % C, (nc // C) * T], T, kstride, nk)
 
 
-def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
-                  Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
-    """Adjoint of input_transform: dx[n, c] = the sum over its tiles of B dV B^T (every plane is overwritten)."""
+def winograd_input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad,
+                           Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
+    """Adjoint of winograd_input: dx[n, c] = the sum over its tiles of B dV B^T (every plane is overwritten)."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = dV.strides[0] // sizeof(floating)
@@ -575,8 +571,8 @@ def input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssiz
                 _input_adjoint_plane(tb, tb + nk * T, &dx[nc // C, nc % C, 0, 0], H, W, pad, tH, tW)
 
 
-def output_transform(const floating[:, :, :] M, const floating[::1] b, floating[:, :, :, ::1] out,
-                     Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
+def winograd_output(const floating[:, :, :] M, const floating[::1] b, floating[:, :, :, ::1] out,
+                    Py_ssize_t tH, Py_ssize_t tW, int nthreads=1, int m=2):
     """out[n, f] = A^T m A + b[f] per tile, m = M[:, f, tiles of image n]; edge tiles cropped."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
@@ -595,9 +591,9 @@ def output_transform(const floating[:, :, :] M, const floating[::1] b, floating[
                 _output_plane(tb, tb + nk * T, &out[nf // F, nf % F, 0, 0], b[nf % F], Ho, Wo, tH, tW)
 
 
-def output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :] dM, Py_ssize_t tH,
-                   Py_ssize_t tW, int nthreads=1, int m=2):
-    """Adjoint of output_transform (without the bias): dM[:, f, tiles of n] = A dY A^T."""
+def winograd_output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :] dM, Py_ssize_t tH,
+                            Py_ssize_t tW, int nthreads=1, int m=2):
+    """Adjoint of winograd_output (without the bias): dM[:, f, tiles of n] = A dY A^T."""
     cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3]
     cdef Py_ssize_t T = tH * tW, nk = (m + 2) * (m + 2)
     cdef Py_ssize_t kstride = dM.strides[0] // sizeof(floating)

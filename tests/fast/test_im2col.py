@@ -1,10 +1,11 @@
-"""im2col / col2im: the compiled kernels and the numpy fallback against a loop reference."""
+"""im2col / col2im (convnet/fast/conv_im2col.py, _numpy.py, convnet/_fast/_im2col.pyx) against a loop reference."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnet.fast as fast
+from convnet.fast import _numpy
 
 DTYPES = [np.float32, np.float64]
 # (N, C, H, W, HH, WW, stride, pad): non-square kernels and inputs, strides that
@@ -89,29 +90,26 @@ def test_numpy_fallback_matches_reference(case, dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     cols = np.empty((K, M), dtype=dtype)
-    fast._im2col_numpy(x, cols.reshape(K, N, Ho * Wo), HH, WW, s, p, Ho, Wo)
+    _numpy.im2col_into(x, cols.reshape(K, N, Ho * Wo), HH, WW, s, p)
     np.testing.assert_array_equal(cols, ref_im2col(x, HH, WW, s, p))
     c = rng.standard_normal((K, M)).astype(dtype)
     dx = np.empty_like(x)
-    fast._col2im_numpy(c.reshape(K, N, Ho * Wo), dx, HH, WW, s, p, Ho, Wo)
+    _numpy.col2im_into(c.reshape(K, N, Ho * Wo), dx, HH, WW, s, p)
     np.testing.assert_allclose(dx, ref_col2im(c, x.shape, HH, WW, s, p), **_tol(dtype))
 
 
-@pytest.mark.skipif(not fast.HAVE_CYTHON, reason="compiled kernels not in use (CONVNET_PUREPYTHON=1 or not built)")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_kernels_called_directly(dtype):
+def test_kernels_called_directly(dtype, compiled):
     # The raw kernels fill caller-allocated outputs; col2im must zero its output itself.
-    from convnet._fast import _im2col
-
     case = (3, 2, 7, 6, 3, 2, 2, 1)
     N, C, H, W, HH, WW, s, p = case
     K, M, Ho, Wo = _sizes(case)
     x = np.random.default_rng(4).standard_normal((N, C, H, W)).astype(dtype)
     cols = np.full((K, N, Ho * Wo), np.nan, dtype=dtype)
-    _im2col.im2col(x, cols, HH, WW, s, p, Ho, Wo)
+    compiled.im2col.im2col_into(x, cols, HH, WW, s, p)
     np.testing.assert_array_equal(cols.reshape(K, M), ref_im2col(x, HH, WW, s, p))
     dx = np.full_like(x, np.nan)
-    _im2col.col2im(cols, dx, HH, WW, s, p, Ho, Wo)
+    compiled.im2col.col2im_into(cols, dx, HH, WW, s, p)
     np.testing.assert_allclose(dx, ref_col2im(cols.reshape(K, M), x.shape, HH, WW, s, p), **_tol(dtype))
 
 

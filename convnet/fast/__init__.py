@@ -1,0 +1,62 @@
+"""Fast convolution and pooling layers with the naive layers' API.
+
+``FastConv``, ``FastMaxPool`` and ``FastAvgPool`` take the same arguments and
+return the same results as :class:`convnet.layers.Conv`, ``MaxPool`` and
+``AvgPool``. A fast layer's cache is a small object (not a tuple) that only its
+own ``backward`` accepts.
+
+How it works (one module per job)
+---------------------------------
+- :mod:`~convnet.fast.conv`: ``FastConv`` and :func:`~convnet.fast.conv.choose`,
+  which picks the algorithm for each layer from the ``conv_algorithm`` setting.
+- :mod:`~convnet.fast.conv_im2col`: im2col + one BLAS GEMM per chunk of the
+  batch + col2im, for any layer; also the public :func:`im2col` and :func:`col2im`.
+- :mod:`~convnet.fast.conv_winograd`: Winograd F(4x4, 3x3) or F(2x2, 3x3) for
+  3x3 stride-1 layers, on the matrices of :mod:`~convnet.fast.winograd`.
+  Either way chunks are cache-sized and bounded by the column budget
+  (:func:`set_column_budget`), so extra memory does not grow with N.
+- :mod:`~convnet.fast.parallel`: a large batch is split across
+  :func:`get_num_threads` threads, each with one-thread BLAS.
+- :mod:`~convnet.fast.pool`: ``FastMaxPool``, ``FastAvgPool``: direct loops
+  over the N*C planes, on OpenMP threads for large inputs.
+- ``_config``: the settings (:func:`config`, the ``set_*`` / ``get_*``
+  functions); ``_backend``: the compiled kernels of :mod:`convnet._fast`
+  (Cython, fused float32/float64, ``nogil``, OpenMP ``prange``) or their numpy
+  fallback ``_numpy``, picked once at import. Kernels never validate: every
+  layer checks its input with :mod:`convnet._checks` first, makes it
+  C-contiguous and allocates the output.
+
+Environment variables (read once, at import)
+--------------------------------------------
+CONVNET_PUREPYTHON=1
+    Do not use the compiled kernels; use the vectorised numpy implementation.
+CONVNET_REQUIRE_CYTHON=1
+    Importing this module raises ``ImportError`` when the compiled kernels cannot
+    be imported (unless ``CONVNET_PUREPYTHON=1`` is also set). CI sets it so a
+    missing build cannot pass silently.
+CONVNET_COLUMN_BUDGET=<bytes>
+    Initial column-buffer budget for the convolution (default 64 MiB).
+OMP_NUM_THREADS=<n>
+    Default thread count (otherwise the number of usable CPUs).
+
+Attributes
+----------
+HAVE_CYTHON : bool
+    True when the compiled kernels are in use.
+CONV_ALGORITHMS : tuple of str
+    The values :func:`set_conv_algorithm` accepts.
+"""
+from convnet.fast._backend import HAVE_CYTHON
+from convnet.fast._config import (CONV_ALGORITHMS, config, get_column_budget, get_config, get_conv_algorithm,
+                                  get_num_threads, set_column_budget, set_conv_algorithm, set_num_threads)
+from convnet.fast.conv import FastConv
+from convnet.fast.conv_im2col import col2im, im2col
+from convnet.fast.pool import FastAvgPool, FastMaxPool
+
+__all__ = [
+    "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON",
+    "config", "get_config",
+    "set_num_threads", "get_num_threads", "set_column_budget", "get_column_budget",
+    "set_conv_algorithm", "get_conv_algorithm", "CONV_ALGORITHMS",
+    "im2col", "col2im",
+]

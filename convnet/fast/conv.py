@@ -1,0 +1,129 @@
+"""FastConv: the convolution layer, run by the algorithm :func:`choose` picks for each layer.
+
+Algorithms, each an object with one predicate ``is_usable_for(geometry)``:
+
+- :data:`~convnet.fast.conv_im2col.IM2COL`: im2col + GEMM, any layer;
+- :data:`~convnet.fast.conv_winograd.WINOGRAD4`, :data:`~convnet.fast.conv_winograd.WINOGRAD2`:
+  Winograd F(4x4, 3x3) and F(2x2, 3x3), 3x3 stride-1 layers.
+
+:func:`choose` takes the first usable one in the order of preference the
+``conv_algorithm`` setting gives (:func:`preference`). Whatever the algorithm,
+a large enough batch is split across threads (:mod:`convnet.fast.parallel`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from convnet import _checks
+from convnet.fast import _config, parallel
+from convnet.fast._backend import HAVE_CYTHON
+from convnet.fast._caches import ConvCache, check_fast_cache
+from convnet.fast.conv_im2col import IM2COL
+from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
+
+__all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS"]
+
+# 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
+WINOGRAD_MIN_CHANNELS = 16
+
+
+def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON) -> tuple:
+    """The algorithms to try for layer ``g`` under the ``conv_algorithm`` setting, most preferred first.
+
+    ``'im2col'``: im2col only. ``'winograd2'``, ``'winograd4'``: that Winograd,
+    then im2col. ``'winograd'``: the Winograd with fewer multiplications for
+    this output size (a tie goes to F(2x2, 3x3), the more accurate), the other,
+    then im2col. ``'auto'``: as ``'winograd'`` with the compiled kernels and at
+    least :data:`WINOGRAD_MIN_CHANNELS` input and output channels, else im2col.
+    """
+    if setting == "im2col":
+        return (IM2COL,)
+    if setting == "winograd2":
+        return (WINOGRAD2, IM2COL)
+    if setting == "winograd4":
+        return (WINOGRAD4, IM2COL)
+    if setting == "auto" and not (have_cython and min(g.C, g.F) >= WINOGRAD_MIN_CHANNELS):
+        return (IM2COL,)
+    if WINOGRAD4.multiplies(g) < WINOGRAD2.multiplies(g):
+        return (WINOGRAD4, WINOGRAD2, IM2COL)
+    return (WINOGRAD2, WINOGRAD4, IM2COL)
+
+
+def choose(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON):
+    """The first algorithm of :func:`preference` usable for layer ``g`` (im2col always is)."""
+    return next(algo for algo in preference(g, setting, have_cython) if algo.is_usable_for(g))
+
+
+def _plan(g):
+    """(settings, algorithm, batch parts) for one call: one snapshot of the settings decides all three."""
+    s = _config.settings()
+    return s, choose(g, s.conv_algorithm), parallel.batch_parts(g, s)
+
+
+class FastConv:
+    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``) by im2col + GEMM or Winograd."""
+
+    @staticmethod
+    def forward(x, w, b, conv_param):
+        """Convolution forward pass; same contract as :meth:`convnet.layers.Conv.forward`.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W)
+        w : ndarray of shape (F, C, HH, WW)
+        b : ndarray of shape (F,)
+        conv_param : dict
+            ``'stride'`` : int >= 1, ``'pad'`` : int >= 0 (zero padding on every side).
+            x, w and b share one dtype (float32 or float64).
+
+        Returns
+        -------
+        out : ndarray of shape (N, F, H_out, W_out), x's dtype
+            H_out and W_out as :meth:`convnet.layers.Conv.forward`.
+        cache : ConvCache
+            Accepted only by :meth:`FastConv.backward`.
+        """
+        g = _checks.conv_args(x, w, b, conv_param)
+        cache = ConvCache(x, w, b, {"stride": g.stride, "pad": g.pad})
+        s, algo, parts = _plan(g)
+        x = np.ascontiguousarray(x)
+        bvec = np.ascontiguousarray(b)
+        operand = algo.filter_operand(np.ascontiguousarray(w), g)
+        out = np.empty((g.N, g.F, g.H_out, g.W_out), dtype=x.dtype)
+        parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, len(parts), s), parts)
+        return out, cache
+
+    @staticmethod
+    def backward(dout, cache):
+        """Convolution backward pass.
+
+        Parameters
+        ----------
+        dout : ndarray of shape (N, F, H_out, W_out), the forward pass's dtype
+        cache : ConvCache
+            What :meth:`FastConv.forward` returned.
+
+        Returns
+        -------
+        dx : ndarray of shape (N, C, H, W)
+        dw : ndarray of shape (F, C, HH, WW)
+        db : ndarray of shape (F,)
+        """
+        cache = check_fast_cache(cache, ConvCache, "FastConv")
+        x, w, b = cache.x, cache.w, cache.b
+        # Re-validate: the cache is a plain object a caller could have edited.
+        g = _checks.conv_args(x, w, b, cache.conv_param)
+        dout = _checks.check_dout(dout, (g.N, g.F, g.H_out, g.W_out), x.dtype, "FastConv")
+        s, algo, parts = _plan(g)
+        x = np.ascontiguousarray(x)
+        dout = np.ascontiguousarray(dout)
+        operand = algo.backward_operand(np.ascontiguousarray(w), g)
+        dx = np.empty(x.shape, dtype=x.dtype)
+
+        def part(lo, hi):
+            # Each thread sums its own images' dout for db: less serial work on the calling thread.
+            return (algo.backward(x, operand, dout, dx, g, lo, hi, len(parts), s),
+                    dout[lo:hi].sum(axis=(0, 2, 3)))
+
+        dws, dbs = zip(*parallel.run_parts(part, parts))
+        return dx, algo.filter_gradient(sum(dws), w.shape), sum(dbs)

@@ -1,0 +1,140 @@
+"""Convolution by Winograd F(2x2, 3x3) or F(4x4, 3x3), for 3x3 stride-1 layers (any padding).
+
+Forward, per chunk of images: the input tiles are transformed (``B^T d B``)
+into ``V`` of shape (nk, C, P) (P tiles, nk = (m+2)^2 positions per tile), nk
+batched GEMMs ``(F, C) @ (C, P)`` multiply them by the transformed filters
+``U`` (nk, F, C) into ``M``, and the output transform (``A^T M A`` plus the
+bias) writes every m x m output tile. Backward runs the adjoints:
+``dM = A dY A^T``, ``dU += dM V^T`` (dw is ``G^T dU G``), ``dV = U^T dM``, and
+the input adjoint gives dx. The matrices are in :mod:`convnet.fast.winograd`.
+Chunks are bounded like im2col's columns, on the transformed tiles.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from convnet import _checks
+from convnet.fast import _backend
+from convnet.fast.winograd import F2, F4
+
+__all__ = ["Winograd", "WINOGRAD2", "WINOGRAD4", "CHUNK_TARGET"]
+
+# Longer chunks mean longer GEMMs until the transforms miss the L2 cache (benchmarks/README.md: chunk sizes).
+CHUNK_TARGET = 5 * 2**18
+# Slabs read together, a multiple of 4 KiB apart, fall in the same cache sets: skew them by this many bytes.
+SLAB_SKEW = 320
+
+
+def _slab_buffer(nk, rows, P, dtype):
+    """Empty (nk, rows, P) array whose nk slabs are C-contiguous, :data:`SLAB_SKEW` bytes past 4 KiB apart."""
+    itemsize = np.dtype(dtype).itemsize
+    nbytes = -(-rows * P * itemsize // 64) * 64
+    nbytes += (SLAB_SKEW - nbytes % 4096) % 4096
+    buf = np.empty(nk * nbytes // itemsize, dtype=dtype)
+    return as_strided(buf, shape=(nk, rows, P), strides=(nbytes, P * itemsize, itemsize))
+
+
+def _slab_chunk(slabs, m, T):
+    """The leading (nk, rows, m*T) part of a :func:`_slab_buffer` (same slab stride)."""
+    s = slabs.strides
+    return as_strided(slabs, shape=(slabs.shape[0], slabs.shape[1], m * T), strides=(s[0], m * T * s[2], s[2]))
+
+
+class Winograd:
+    """One Winograd convolution for :class:`~convnet.fast.FastConv`, F(m x m, 3x3) with m = ``transform.m``.
+
+    ``forward`` and ``backward`` work on the images ``lo:hi`` of the batch, so
+    that threads can share one call; ``share`` threads split the column budget.
+    """
+
+    def __init__(self, transform):
+        self.transform = transform
+        self.name = f"winograd{transform.m}"
+
+    def __repr__(self):
+        return f"<{self.name}: {self.transform!r}>"
+
+    def is_usable_for(self, g: _checks.ConvGeometry) -> bool:
+        """3x3 kernels with stride 1, any padding."""
+        return g.HH == 3 and g.WW == 3 and g.stride == 1
+
+    def multiplies(self, g: _checks.ConvGeometry) -> int:
+        """Multiplications per (input, output) channel pair and image."""
+        return self.transform.multiplies(g)
+
+    def chunk_size(self, g: _checks.ConvGeometry, itemsize: int, budget: int, share: int = 1) -> int:
+        """Images per chunk: their transformed tiles fit in ``budget // share`` bytes (and :data:`CHUNK_TARGET`); >= 1.
+
+        One image holds ``(m+2)^2 * (C + F) * ceil(H_out/m) * ceil(W_out/m)``
+        transformed elements: input tiles and output tiles (the backward pass
+        reuses the input tiles' buffer for their gradient).
+        """
+        per_image = (g.C + g.F) * self.multiplies(g) * itemsize
+        limit = min(budget // share, CHUNK_TARGET)
+        return int(max(1, min(g.N, limit // per_image)))
+
+    def filter_operand(self, w, g):
+        """``U`` (nk, F, C): the transformed filters."""
+        return self.transform.filter(w)
+
+    def backward_operand(self, w, g):
+        """``U^T`` (nk, C, F), contiguous: the left operand of ``dV = U^T dM``."""
+        return np.ascontiguousarray(self.transform.filter(w).transpose(0, 2, 1))
+
+    def filter_gradient(self, dU, shape):
+        """dw from ``dU`` (nk, F, C), summed over the parts."""
+        return self.transform.filter_adjoint(dU, shape)
+
+    def _chunks(self, g, x, lo, hi, budget, share):
+        """[(n0, m, V, M, VT), ...]: the chunks of images lo:hi with views of two slab buffers:
+        V (nk, C, m*T) and M (nk, F, m*T), and VT (nk, m*T, C), a second view of V's memory.
+        The views are made once per chunk size, not per chunk."""
+        t = self.transform
+        tH, tW = t.tiles(g)
+        T = tH * tW
+        nb = min(self.chunk_size(g, x.itemsize, budget, share), hi - lo)
+        vbuf = _slab_buffer(t.nk, g.C, nb * T, x.dtype)
+        vtbuf = as_strided(vbuf, shape=(t.nk, nb * T, g.C), strides=(vbuf.strides[0], g.C * x.itemsize, x.itemsize))
+        mbuf = _slab_buffer(t.nk, g.F, nb * T, x.dtype)
+        views = {}
+        chunks = []
+        for n0 in range(lo, hi, nb):
+            m = min(nb, hi - n0)
+            if m not in views:
+                views[m] = (_slab_chunk(vbuf, m, T), _slab_chunk(mbuf, m, T), vtbuf[:, :m * T])
+            chunks.append((n0, m) + views[m])
+        return chunks
+
+    def forward(self, x, U, b, out, g, lo, hi, share, s):
+        """out[lo:hi] (N, F, H_out, W_out); U from :meth:`filter_operand`, b contiguous."""
+        m_tile, nt = self.transform.m, s.conv_kernel_threads
+        tH, tW = self.transform.tiles(g)
+        for n0, m, V, M, _ in self._chunks(g, x, lo, hi, s.column_budget, share):
+            _backend.winograd_input(x[n0:n0 + m], V, g.pad, tH, tW, nt, m_tile, False)
+            np.matmul(U, V, out=M)
+            _backend.winograd_output(M, b, out[n0:n0 + m], tH, tW, nt, m_tile)
+
+    def backward(self, x, Ut, dout, dx, g, lo, hi, share, s):
+        """dx[lo:hi] (overwritten); returns images lo:hi's share of ``dU`` (nk, F, C).
+
+        Per chunk: dM = A dY A^T and the input tiles V; dU += dM V^T;
+        dV = U^T dM, whose input adjoint is dx. (Keeping several chunks' tiles
+        for longer dw GEMMs is slower: the transforms then miss the cache.)
+        """
+        m_tile, nt = self.transform.m, s.conv_kernel_threads
+        tH, tW = self.transform.tiles(g)
+        dU = np.zeros((self.transform.nk, g.F, g.C), dtype=x.dtype)
+        part = np.empty_like(dU)
+        for n0, m, V, dM, VT in self._chunks(g, x, lo, hi, s.column_budget, share):
+            _backend.winograd_output_adjoint(dout[n0:n0 + m], dM, tH, tW, nt, m_tile)
+            # The tiles laid out (P, C) make dM @ VT an NN GEMM, faster than dM @ V^T.
+            _backend.winograd_input(x[n0:n0 + m], VT, g.pad, tH, tW, nt, m_tile, True)
+            dU += np.matmul(dM, VT, out=part)
+            np.matmul(Ut, dM, out=V)  # the tiles are used up: their memory takes their gradient
+            _backend.winograd_input_adjoint(V, dx[n0:n0 + m], g.pad, tH, tW, nt, m_tile)
+        return dU
+
+
+WINOGRAD2 = Winograd(F2)
+WINOGRAD4 = Winograd(F4)

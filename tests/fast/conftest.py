@@ -1,0 +1,110 @@
+"""Fixtures of the fast-path tests: layer inputs, the exact reference, Winograd's error bound, the algorithm switch."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from convnet import fast, layers
+
+# Winograd adds and subtracts a tile's inputs (and products) before and after the
+# multiplications, so its rounding error is relative to the scale of the whole
+# tile, not of each output entry. Measured max|fast - exact| / max|exact| over
+# random layers: F(2x2, 3x3) 3e-7 (float32) and 2e-15 (float64); F(4x4, 3x3),
+# whose transforms multiply by up to 8 and 1/24, 5e-6 and 9e-15. The bounds
+# leave a 10-30x margin.
+WINO_REL = {("winograd2", np.float32): 1e-5, ("winograd2", np.float64): 1e-13,
+            ("winograd4", np.float32): 1e-4, ("winograd4", np.float64): 2e-13}
+
+
+def _conv_inputs(case, dtype, seed):
+    """x, w, b (standard normal, ``dtype``) and conv_param for case (N, C, H, W, F, HH, WW, stride, pad)."""
+    N, C, H, W, F, HH, WW, s, p = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, HH, WW)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    return x, w, b, {"stride": s, "pad": p}
+
+
+def _pool_param(ph, pw, s, p=0):
+    return {"pool_height": ph, "pool_width": pw, "stride": s, "pad": p}
+
+
+def _exact_conv(x, w, b, cp, dout):
+    """The naive layer in float64: (out, dx, dw, db), the reference for both dtypes."""
+    x64, w64, b64, d64 = (a.astype(np.float64) for a in (x, w, b, dout))
+    out, cache = layers.Conv.forward(x64, w64, b64, cp)
+    return (out,) + tuple(layers.Conv.backward(d64, cache))
+
+
+def _assert_close_scaled(a, ref, dtype, what="", algo="winograd2"):
+    """max|a - ref| <= WINO_REL[algo, dtype] * max(max|ref|, 1) (an error relative to the array's scale).
+
+    The floor of 1 is the scale of the standard-normal inputs: a result that
+    cancels to near zero (e.g. db, a sum of a few dout entries) still carries
+    rounding errors of the size of its terms.
+    """
+    assert a.shape == ref.shape and a.dtype == dtype, what
+    err = float(np.max(np.abs(a.astype(np.float64) - ref))) if a.size else 0.0
+    bound = WINO_REL[algo, np.dtype(dtype).type] * max(float(np.max(np.abs(ref))), 1.0)
+    assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g}"
+
+
+@pytest.fixture(scope="session")
+def conv_inputs():
+    """``conv_inputs(case, dtype, seed)`` -> x, w, b, conv_param; case (N, C, H, W, F, HH, WW, stride, pad)."""
+    return _conv_inputs
+
+
+@pytest.fixture(scope="session")
+def pool_param():
+    """``pool_param(ph, pw, stride, pad=0)`` -> the pool_param dict."""
+    return _pool_param
+
+
+@pytest.fixture(scope="session")
+def exact_conv():
+    """``exact_conv(x, w, b, conv_param, dout)`` -> (out, dx, dw, db) of the naive layer in float64."""
+    return _exact_conv
+
+
+@pytest.fixture(scope="session")
+def wino_rel():
+    """``{(algo, dtype): bound}``: Winograd's error bound relative to the result's scale."""
+    return WINO_REL
+
+
+@pytest.fixture(scope="session")
+def assert_close_scaled():
+    """``assert_close_scaled(a, ref, dtype, what, algo)``: Winograd's error bound, relative to the array's scale."""
+    return _assert_close_scaled
+
+
+def _conv_peaks(x, w, b, cp):
+    """(out, forward peak, backward peak): tracemalloc's peak bytes of one FastConv forward, then backward."""
+    out, cache = fast.FastConv.forward(x, w, b, cp)
+    dout = np.ones_like(out)
+    tracemalloc.start()
+    try:
+        fast.FastConv.forward(x, w, b, cp)
+        fwd_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        fast.FastConv.backward(dout, cache)
+        bwd_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return out, fwd_peak, bwd_peak
+
+
+@pytest.fixture(scope="session")
+def conv_peaks():
+    """``conv_peaks(x, w, b, conv_param)`` -> (out, forward peak, backward peak) in bytes (tracemalloc)."""
+    return _conv_peaks
+
+
+@pytest.fixture
+def conv_algorithm():
+    """Set the conv algorithm for one test and restore the previous choice afterwards."""
+    previous = fast.get_conv_algorithm()
+    yield fast.set_conv_algorithm
+    fast.set_conv_algorithm(previous)

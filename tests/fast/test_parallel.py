@@ -1,0 +1,155 @@
+"""Threads (convnet/fast/parallel.py): the batch split of FastConv, BLAS limits, the pooling kernels' count."""
+import contextlib
+import os
+
+import numpy as np
+import pytest
+
+import convnet.fast as fast
+from convnet import _checks
+from convnet.fast import FastConv, FastMaxPool, parallel
+from convnet.fast._config import Settings
+
+DTYPES = [np.float32, np.float64]
+
+
+def _blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+class _NullController:
+    def limit(self, limits):
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algo, case", [
+    ("im2col", (5, 3, 7, 6, 4, 3, 3, 1, 1)),    # thin: per-image GEMMs
+    ("im2col", (3, 6, 8, 7, 5, 3, 2, 2, 1)),    # one GEMM per chunk
+    ("winograd2", (5, 4, 7, 9, 3, 3, 3, 1, 2)),
+    ("winograd4", (5, 4, 7, 9, 3, 3, 3, 1, 2)),
+])
+def test_split_batch_matches_naive(algo, case, dtype, conv_inputs, exact_conv, assert_close_scaled):
+    # Force the split on small inputs: 2 and 3 threads (3 parts of 5 images: 1, 2, 2).
+    _blas_threads()
+    for n in (2, 3):
+        with fast.config(split_min_work=0, conv_algorithm=algo, num_threads=n):
+            g = _checks.conv_args(*conv_inputs(case, dtype, 0))
+            assert len(parallel.batch_parts(g, Settings(num_threads=n, split_min_work=0))) == min(n, case[0])
+            x, w, b, cp = conv_inputs(case, dtype, 6)
+            out, cache = FastConv.forward(x, w, b, cp)
+            dout = np.random.default_rng(7).standard_normal(out.shape).astype(dtype)
+            got = (out,) + tuple(FastConv.backward(dout, cache))
+        for name, a, r in zip(("out", "dx", "dw", "db"), got, exact_conv(x, w, b, cp, dout)):
+            assert_close_scaled(a, r, dtype, name, "winograd4" if algo == "winograd4" else "winograd2")
+
+
+def test_batch_parts_are_contiguous_and_balanced(conv_inputs):
+    _blas_threads()
+    g = _checks.conv_args(*conv_inputs((5, 3, 7, 6, 4, 3, 3, 1, 1), np.float64, 0))
+    assert parallel.batch_parts(g, Settings(num_threads=3, split_min_work=0)) == [(0, 1), (1, 3), (3, 5)]
+    assert parallel.batch_parts(g, Settings(num_threads=8, split_min_work=0)) == [(i, i + 1) for i in range(5)]
+
+
+def test_split_batch_restores_blas_threads_and_propagates_errors():
+    before = _blas_threads()
+    seen = []
+
+    def work(lo, hi):
+        seen.append((lo, hi, _blas_threads()))
+        if lo > 0:
+            raise RuntimeError("worker failed")
+        return lo
+
+    with pytest.raises(RuntimeError, match="worker failed"):
+        parallel.run_parts(work, [(0, 2), (2, 4)])
+    assert sorted(s[:2] for s in seen) == [(0, 2), (2, 4)]
+    assert all(all(t == 1 for t in s[2]) for s in seen)  # BLAS on one thread inside
+    assert sorted(parallel.run_parts(lambda lo, hi: hi - lo, [(0, 3), (3, 4), (4, 9)])) == [1, 3, 5]
+    assert _blas_threads() == before
+
+
+def test_no_split_when_disabled_small_or_single_threaded(conv_inputs):
+    g = _checks.conv_args(*conv_inputs((8, 16, 16, 16, 16, 3, 3, 1, 1), np.float32, 0))
+    expect = 2 if parallel.blas_controller() else 1
+    assert len(parallel.batch_parts(g, Settings(num_threads=2, split_min_work=0))) == expect
+    assert parallel.batch_parts(g, Settings(num_threads=2, split_min_work=0, split_batch=False)) == [(0, 8)]
+    assert parallel.batch_parts(g, Settings(num_threads=1, split_min_work=0)) == [(0, 8)]
+    assert parallel.batch_parts(g, Settings(num_threads=2, split_min_work=10**12)) == [(0, 8)]
+
+
+def test_split_batch_buffers_stay_within_budget(conv_inputs):
+    # Each of the 2 threads gets half the budget: together they stay within it.
+    import tracemalloc
+    _blas_threads()
+    N, C, H, W, F = 64, 8, 16, 16, 4
+    x, w, b, cp = conv_inputs((N, C, H, W, F, 3, 3, 2, 1), np.float64, seed=0)
+    per_image_cols = C * 9 * 8 * 8 * 8
+    budget = 8 * per_image_cols
+    with fast.config(split_min_work=0, column_budget=budget, num_threads=2):
+        out, cache = FastConv.forward(x, w, b, cp)
+        tracemalloc.start()
+        FastConv.forward(x, w, b, cp)
+        FastConv.backward(np.ones_like(out), cache)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak <= budget + x.nbytes + 2 * out.nbytes + 2**20, (peak, budget)
+
+
+def test_split_batch_runs_serially_when_no_thread_can_start():
+    class NoThreads:
+        def submit(self, *args):
+            raise RuntimeError("can't start new thread")
+
+    calls = []
+    assert sorted(parallel.run_parts(lambda lo, hi: calls.append(lo) or hi - lo, [(0, 2), (2, 5), (5, 6)],
+                                     executor=NoThreads(), blas=_NullController())) == [1, 2, 3]
+    assert sorted(calls) == [0, 2, 5]  # every part exactly once
+
+
+def _split_conv_in_child(q, conv_inputs):
+    with fast.config(split_min_work=0, num_threads=2):
+        x, w, b, cp = conv_inputs((4, 3, 8, 8, 4, 3, 3, 1, 1), np.float64, 1)
+        q.put(FastConv.forward(x, w, b, cp)[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_split_batch_works_in_a_forked_child(conv_inputs):
+    # The worker pool does not survive fork: the child must start its own, not hang.
+    import multiprocessing
+    _blas_threads()
+    with fast.config(split_min_work=0, num_threads=2):
+        x, w, b, cp = conv_inputs((4, 3, 8, 8, 4, 3, 3, 1, 1), np.float64, 1)
+        expected = FastConv.forward(x, w, b, cp)[0]  # the parent's pool now exists
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_split_conv_in_child, args=(q, conv_inputs))
+        p.start()
+        try:
+            got = q.get(timeout=60)  # read before join: the child flushes the queue on exit
+        except Exception:
+            p.kill()
+            pytest.fail("FastConv hung (or failed) in a forked child")
+        p.join(30)
+        assert p.exitcode == 0
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_num_threads_reaches_the_pool_kernels(monkeypatch, compiled):
+    # The thread count is what the kernels are given; results do not depend on it.
+    calls = []
+    real = parallel.kernel_threads
+    monkeypatch.setattr(parallel, "kernel_threads", lambda work, s: calls.append(real(work, s)) or calls[-1])
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    outs = []
+    for n in (1, 2):
+        with fast.config(num_threads=n, parallel_min_work=0):
+            outs.append(FastMaxPool.forward(x, {"pool_height": 2, "pool_width": 2, "stride": 2})[0])
+    assert calls == [1, 2]
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_kernel_threads_follow_the_settings():
+    assert parallel.kernel_threads(10, Settings(num_threads=4, parallel_min_work=10)) == 4
+    assert parallel.kernel_threads(9, Settings(num_threads=4, parallel_min_work=10)) == 1

@@ -1,0 +1,260 @@
+"""FastMaxPool and FastAvgPool (convnet/fast/pool.py): against the naive layers, PyTorch and seed 003's example."""
+import importlib.util
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convnet.fast as fast
+from convnet import layers
+from convnet.fast import FastAvgPool, FastMaxPool
+
+DTYPES = [np.float32, np.float64]
+POOLS = {"max": (FastMaxPool, layers.MaxPool), "avg": (FastAvgPool, layers.AvgPool)}
+
+
+@st.composite
+def pool_cases(draw, max_n=2, max_c=3, max_hw=8):
+    N = draw(st.integers(1, max_n))
+    C = draw(st.integers(1, max_c))
+    H = draw(st.integers(1, max_hw))
+    W = draw(st.integers(1, max_hw))
+    ph = draw(st.integers(1, 4))
+    pw = draw(st.integers(1, 4))
+    p = draw(st.integers(0, min(ph, pw) // 2))
+    if ph > H + 2 * p or pw > W + 2 * p:
+        ph, pw, p = min(ph, H), min(pw, W), 0
+    s = draw(st.integers(1, 3))
+    return N, C, H, W, ph, pw, s, p
+
+
+def _torch_available():
+    return importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def pool_inputs(pool_param):
+    """``pool_inputs(case, dtype, seed)`` -> x, pool_param for case (N, C, H, W, ph, pw, stride, pad)."""
+    def make(case, dtype, seed):
+        N, C, H, W, ph, pw, s, p = case
+        x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
+        return x, pool_param(ph, pw, s, p)
+    return make
+
+
+@pytest.fixture(scope="module")
+def check_pool_vs_naive(pool_inputs, tol):
+    """``check(kind, case, dtype, seed=0, x=None)``: forward and backward against the naive layer."""
+    def check(kind, case, dtype, seed=0, x=None):
+        Fast, Naive = POOLS[kind]
+        x0, pp = pool_inputs(case, dtype, seed)
+        x = x0 if x is None else x
+        out, cache = Fast.forward(x, pp)
+        ref, rcache = Naive.forward(x, pp)
+        assert out.dtype == dtype and out.shape == ref.shape
+        np.testing.assert_allclose(out, ref, **tol(dtype))
+        dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
+        dx = Fast.backward(dout, cache)
+        assert dx.dtype == dtype and dx.shape == x.shape
+        np.testing.assert_allclose(dx, Naive.backward(dout, rcache), **tol(dtype))
+    return check
+
+
+@pytest.fixture(scope="module")
+def check_pool_vs_torch(tol):
+    """``check(kind, x, pool_param, seed=0)``: forward and backward against torch (imported by the caller)."""
+    def check(kind, x, pp, seed=0):
+        import torch
+        import torch.nn.functional as TF
+
+        Fast = POOLS[kind][0]
+        out, cache = Fast.forward(x, pp)
+        dout = np.random.default_rng(seed).standard_normal(out.shape).astype(x.dtype)
+        fn = TF.max_pool2d if kind == "max" else TF.avg_pool2d
+        tx = torch.tensor(x, requires_grad=True)
+        t_out = fn(tx, (pp["pool_height"], pp["pool_width"]), stride=pp["stride"], padding=pp["pad"])
+        t_out.backward(torch.from_numpy(dout))
+        np.testing.assert_allclose(out, t_out.detach().numpy(), **tol(x.dtype))
+        np.testing.assert_allclose(Fast.backward(dout, cache), tx.grad.numpy(), **tol(x.dtype))
+    return check
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(["max", "avg"]), case=pool_cases(), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_pool_matches_naive_sweep(kind, case, dtype, seed, check_pool_vs_naive):
+    check_pool_vs_naive(kind, case, dtype, seed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["max", "avg"]), case=pool_cases(max_n=4, max_c=5, max_hw=16),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_pool_matches_torch_sweep(kind, case, dtype, seed, torch, pool_inputs, check_pool_vs_torch):
+    x, pp = pool_inputs(case, dtype, seed)
+    check_pool_vs_torch(kind, x, pp, seed)
+
+
+# (N, C, H, W, ph, pw, stride, pad)
+POOL_REGRESSIONS = {
+    "non_square_window": (2, 2, 7, 6, 3, 2, 2, 1),
+    "stride_does_not_divide": (2, 2, 8, 7, 3, 3, 3, 0),
+    "overlapping_windows": (2, 3, 6, 6, 3, 3, 1, 1),
+    "window_1x1": (1, 2, 4, 5, 1, 1, 2, 0),
+    "window_equals_padded_input": (2, 1, 4, 3, 6, 5, 1, 2),
+    "wide_window": (1, 2, 5, 9, 2, 7, 2, 1),
+    "window_2x2_odd_input": (2, 2, 7, 5, 2, 2, 2, 0),  # the kernels' 2x2/2 fast path and its border
+    "window_3x3_tiled_odd_input": (2, 2, 8, 7, 3, 3, 3, 0),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", list(POOL_REGRESSIONS.values()), ids=list(POOL_REGRESSIONS))
+def test_pool_regressions(case, kind, dtype, pool_inputs, check_pool_vs_naive, check_pool_vs_torch):
+    check_pool_vs_naive(kind, case, dtype)
+    x, pp = pool_inputs(case, dtype, 5)
+    if _torch_available():  # the torch-only sweeps skip visibly; here naive still runs without torch
+        check_pool_vs_torch(kind, x, pp)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", list(POOL_REGRESSIONS.values()), ids=list(POOL_REGRESSIONS))
+def test_pool_kernels_multithreaded(case, kind, check_pool_vs_naive, compiled):
+    # Small inputs run on one thread; force the threaded path (2 threads) on every case.
+    with fast.config(parallel_min_work=0, num_threads=2):
+        check_pool_vs_naive(kind, case, np.float64, seed=9)
+
+
+# Seed 003: a 6x6 input, loss = mean(pool(x)); PyTorch's printed gradients are
+# (count of windows choosing each element) / (number of windows).
+SEED003_X = np.array([[1, 3, 4, 2, 5, 2],
+                      [4, 2, 5, 6, 8, 3],
+                      [5, 3, 7, 8, 9, 3],
+                      [8, 4, 3, 6, 0, 2],
+                      [7, 10, 3, 6, 3, 5],
+                      [4, 7, 2, 4, 7, 8]], dtype=np.float64)
+SEED003_MAX_S2 = np.array([[0, 0, 0, 0, 0, 0],
+                           [1, 0, 0, 1, 1, 0],
+                           [0, 0, 0, 1, 1, 0],
+                           [1, 0, 0, 0, 0, 0],
+                           [0, 1, 0, 1, 0, 0],
+                           [0, 0, 0, 0, 0, 1]]) / 9
+SEED003_MAX_S1 = np.array([[0, 0, 0, 0, 0, 0],
+                           [1, 0, 1, 1, 2, 0],
+                           [1, 0, 2, 2, 4, 0],
+                           [1, 0, 0, 2, 0, 0],
+                           [0, 4, 0, 1, 0, 1],
+                           [0, 0, 0, 0, 1, 1]]) / 25
+SEED003_AVG_S1 = np.array([[1, 2, 2, 2, 2, 1],
+                           [2, 4, 4, 4, 4, 2],
+                           [2, 4, 4, 4, 4, 2],
+                           [2, 4, 4, 4, 4, 2],
+                           [2, 4, 4, 4, 4, 2],
+                           [1, 2, 2, 2, 2, 1]]) / 100
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind,stride,expected", [
+    ("max", 2, SEED003_MAX_S2),
+    ("max", 1, SEED003_MAX_S1),
+    ("avg", 2, np.full((6, 6), 1 / 36)),
+    ("avg", 1, SEED003_AVG_S1),
+])
+def test_seed003_overlapping_pooling(kind, stride, expected, dtype, pool_param):
+    Fast = POOLS[kind][0]
+    x = SEED003_X.astype(dtype).reshape(1, 1, 6, 6)
+    out, cache = Fast.forward(x, pool_param(2, 2, stride))
+    dx = Fast.backward(np.full(out.shape, 1.0 / out.size, dtype=dtype), cache)
+    assert dx.dtype == dtype
+    np.testing.assert_allclose(dx[0, 0], expected, rtol=1e-6, atol=1e-7)
+    # The printed outputs were rounded to 4 decimals.
+    printed = {("max", 2): 0.1111, ("max", 1): 0.04, ("avg", 2): 0.0278, ("avg", 1): 0.01}[kind, stride]
+    assert abs(dx[0, 0][dx[0, 0] > 0].min() - printed) < 5e-5
+
+
+def test_seed003_max_forward_values(pool_param):
+    out, _ = FastMaxPool.forward(SEED003_X.reshape(1, 1, 6, 6), pool_param(2, 2, 2))
+    np.testing.assert_array_equal(out[0, 0], [[4, 6, 8], [8, 8, 9], [10, 6, 8]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_ties_go_to_first_maximum(dtype, pool_param, check_pool_vs_naive, check_pool_vs_torch):
+    # All-equal windows: the gradient goes to the first element in row-major order.
+    x = np.zeros((1, 1, 4, 4), dtype=dtype)
+    out, cache = FastMaxPool.forward(x, pool_param(2, 3, 1))
+    dx = FastMaxPool.backward(np.ones_like(out), cache)
+    expected = np.zeros((4, 4))
+    expected[:3, :2] = 1  # window (i, j) starts at (i, j)
+    np.testing.assert_array_equal(dx[0, 0], expected)
+    # Ties among a few values, overlapping windows: same as naive and PyTorch.
+    rng = np.random.default_rng(0)
+    xi = rng.integers(0, 3, size=(2, 3, 7, 7)).astype(dtype)
+    pp = pool_param(3, 3, 1, 1)
+    check_pool_vs_naive("max", (2, 3, 7, 7, 3, 3, 1, 1), dtype, x=xi)
+    if _torch_available():
+        check_pool_vs_torch("max", xi, pp)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_propagates_nan_like_naive(dtype, pool_param, tol):
+    # A NaN wins its window; its gradient goes to the window's first NaN (numpy's argmax).
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(dtype)
+    x[0, 1, 2, 3] = x[0, 1, 3, 3] = np.nan
+    x[1, 0, 0, 0] = np.nan
+    pp = pool_param(3, 2, 1, 1)
+    out, cache = FastMaxPool.forward(x, pp)
+    ref, rcache = layers.MaxPool.forward(x, pp)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(out[~np.isnan(out)], ref[~np.isnan(ref)])
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    np.testing.assert_allclose(FastMaxPool.backward(dout, cache), layers.MaxPool.backward(dout, rcache),
+                               **tol(dtype))
+
+
+@pytest.mark.parametrize("Fast", [FastMaxPool, FastAvgPool])
+def test_pool_accepts_non_contiguous_input_and_dout(Fast, pool_param):
+    x = np.random.default_rng(0).standard_normal((6, 5, 8, 4)).transpose(1, 0, 3, 2)[:, :, ::2]
+    pp = pool_param(2, 2, 1)
+    out, cache = Fast.forward(x, pp)
+    ref_out, _ = Fast.forward(np.ascontiguousarray(x), pp)
+    np.testing.assert_array_equal(out, ref_out)
+    dout = np.random.default_rng(1).standard_normal(out.shape[::-1]).T  # non-contiguous dout
+    np.testing.assert_allclose(Fast.backward(dout, cache), Fast.backward(np.ascontiguousarray(dout), cache))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_backward_kernel_zeroes_dx_itself(dtype, pool_param, compiled):
+    # FastMaxPool.backward hands the kernel np.empty memory: a NaN-filled dx must come back clean.
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(dtype)
+    out, cache = FastMaxPool.forward(x, pool_param(2, 2, 2))
+    dout = np.random.default_rng(4).standard_normal(out.shape).astype(dtype)
+    dx = np.full((6, 36), np.nan, dtype=dtype)
+    compiled.pool.maxpool_backward(dout.reshape(6, 9), cache.argmax.reshape(6, 9), dx, 2)
+    np.testing.assert_array_equal(dx.reshape(x.shape), FastMaxPool.backward(dout, cache))
+    ref = layers.MaxPool.backward(dout, layers.MaxPool.forward(x, pool_param(2, 2, 2))[1])
+    np.testing.assert_array_equal(dx.reshape(x.shape), ref)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_kernels_overwrite_their_outputs(kind, pool_param):
+    # Every backend fills np.empty memory completely: garbage in the output buffers must not leak.
+    from convnet.fast import _backend, _numpy
+
+    x = np.random.default_rng(5).standard_normal((6, 7, 5))
+    dout = np.random.default_rng(6).standard_normal((6, 4, 3))
+    for kernels in {_backend, _numpy}:
+        got = []
+        for fill in (0.0, np.nan):
+            out, dx = np.full((6, 4, 3), fill), np.full((6, 7, 5), fill)
+            if kind == "max":
+                argmax = np.full((6, 4, 3), -7, dtype=np.int32)
+                kernels.maxpool_forward(x, out, argmax, 3, 2, 2, 1, 1)
+                kernels.maxpool_backward(dout.reshape(6, 12), argmax.reshape(6, 12), dx.reshape(6, 35), 1)
+            else:
+                kernels.avgpool_forward(x, out, 3, 2, 2, 1, 1)
+                kernels.avgpool_backward(dout, dx, 3, 2, 2, 1, 1)
+            got.append((out, dx))
+        assert np.isfinite(got[1][0]).all() and np.isfinite(got[1][1]).all()
+        np.testing.assert_array_equal(got[0][0], got[1][0])
+        np.testing.assert_array_equal(got[0][1], got[1][1])
