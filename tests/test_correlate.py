@@ -11,6 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from convnet import correlate
 from convnet.correlate import AvgPoolAsConv, correlate2d, dilate, full_correlate2d, rot180
+from convnet.gradcheck import assert_within_rounding
 from convnet.layers import AvgPool
 
 try:
@@ -28,17 +29,9 @@ def row(*values, dtype=np.float64):
     return np.array(values, dtype=dtype).reshape(1, 1, 1, -1)
 
 
-def assert_rounding_close(ours, exact, magnitude, terms, dtype):
-    """|ours - exact| within what a sum of ``terms`` products may round to, elementwise.
-
-    ``magnitude`` is the same sum over absolute values (float64); a sum of K
-    products computed in any order is within about K*eps/2 of it, twice that
-    allows for the reference's own rounding.
-    """
-    assert ours.dtype == dtype and ours.shape == exact.shape
-    err = np.abs(ours.astype(np.float64) - np.asarray(exact, dtype=np.float64))
-    bound = terms * np.finfo(dtype).eps * np.asarray(magnitude, dtype=np.float64)
-    assert (err <= bound).all(), f"max error {err.max():.3g}, worst excess {(err - bound).max():.3g}"
+def assert_rounding_close(ours, reference, magnitude, terms, dtype):
+    assert ours.dtype == dtype
+    assert_within_rounding(ours, reference, magnitude, terms)
 
 
 def test_module_examples_run():
