@@ -14,6 +14,9 @@ im2col path does (im2col of x, one GEMM with dout; the sum of dout), so the
 prototype's backward differs from today's in dx only. Both numpy paths process
 the batch in chunks whose columns fit ``convnet.fast.get_column_budget()``.
 
+``convnet.layers.Conv.backward_alt``, the plain-numpy form of the same
+formulation (dw too from the dilated gradient), is timed beside them.
+
 Printed per case and dtype, in one run with one thread count for numpy's BLAS,
 the Cython kernels and torch: the whole backward (FastConv.backward, the
 prototype, PyTorch's ``aten::convolution_backward``, forward not included) and
@@ -36,6 +39,7 @@ import numpy as np
 
 import bench_layers
 import convnet.fast as fast
+from convnet import layers
 from convnet.correlate import dilate, rot180
 
 try:
@@ -144,6 +148,8 @@ def bench_case(spec, dtype, repeats, rng):
     timeit = bench_layers.timeit
     r["fast_bwd"] = timeit(lambda: fast.FastConv.backward(dout, cache), repeats)
     r["dilated_bwd"] = timeit(lambda: backward_dilated(x, w, dout, stride, pad), repeats)
+    naive_cache = (x, w, b, {"stride": stride, "pad": pad})
+    r["alt_bwd"] = timeit(lambda: layers.Conv.backward_alt(dout, naive_cache), max(1, repeats // 3))
     r["col2im_dx"] = timeit(lambda: dx_col2im(dout, w, x.shape, stride, pad), repeats)
     r["dilated_dx"] = timeit(lambda: dx_dilated(dout, w, x.shape, stride, pad), repeats)
     r["dilated_dx_stages"] = dx_dilated_stages(dout, w, x.shape, stride, pad, repeats).tolist()
@@ -218,6 +224,9 @@ def main(argv=None):
                   f"{ratio(r['dilated_dx'], r['col2im_dx'], 7)} {ratio(r['col2im_dx'], tdx, 7)} "
                   f"{ratio(r['dilated_dx'], tdx, 7)} | {r['dx_error']:7.1e}")
             results.append({"case": name, "dtype": d.name, **r})
+    print("\nlayers.Conv.backward_alt (plain numpy, the same formulation for dx and dw), ms and over FastConv.backward:")
+    for r in results:
+        print(f"{r['case']:4} {r['dtype']:7} {r['alt_bwd'] * 1e3:8.2f} {r['alt_bwd'] / r['fast_bwd']:6.1f}")
     print("\nthe prototype's dx by stage, ms (dilate, im2col of the dilated gradient, GEMM with the rotated filters "
           "and the transpose into dx), and its GEMM's flops over the col2im path's:")
     for r in results:

@@ -169,23 +169,30 @@ def _geometry(x, w, stride=1, pad=0) -> _checks.ConvGeometry:
 
 def _correlate(x, w, stride, H_out, W_out):
     """Valid cross-correlation of validated arrays; see :func:`correlate2d`."""
-    N, F = x.shape[0], w.shape[0]
-    HH, WW = w.shape[2:]
-    s = stride
-    out = np.zeros((N, F, H_out, W_out), dtype=x.dtype)
-    if HH * WW <= H_out * W_out:
-        acc = out.transpose(0, 2, 3, 1)  # (N, H_out, W_out, F), a view of out
-        for a in range(HH):  # one contraction over channels per tap, all positions at once
+    N, C = x.shape[:2]
+    F, _, HH, WW = w.shape
+    s, P, K = stride, H_out * W_out, C * HH * WW
+    if HH * WW <= P:
+        # One GEMM (F, C) @ (C, P) per tap and image, over every output position at once.
+        out = np.zeros((N, F, P), dtype=x.dtype)
+        term = np.empty_like(out)
+        xs = np.empty((N, C, H_out, W_out), dtype=x.dtype)
+        for a in range(HH):
             for b in range(WW):
-                xs = x[:, :, a:a + s * (H_out - 1) + 1:s, b:b + s * (W_out - 1) + 1:s]
-                acc += np.tensordot(xs, w[:, :, a, b], axes=([1], [1]))
-    else:
-        # Fewer outputs than taps (dw's correlation, where the gradient is the filter).
-        for i in range(H_out):
-            for j in range(W_out):
-                win = x[:, :, i * s:i * s + HH, j * s:j * s + WW]
-                out[:, :, i, j] = np.tensordot(win, w, axes=([1, 2, 3], [1, 2, 3]))
-    return out
+                # A plain copy first: the GEMM wants the positions contiguous (measured 1.5-9x faster).
+                xs[...] = x[:, :, a:a + s * (H_out - 1) + 1:s, b:b + s * (W_out - 1) + 1:s]
+                np.matmul(w[:, :, a, b], xs.reshape(N, C, P), out=term)
+                out += term
+        return out.reshape(N, F, H_out, W_out)
+    # Fewer outputs than taps (dw's correlation, where the gradient is the filter): one GEMM per output.
+    wmat = np.ascontiguousarray(w).reshape(F, K)
+    out = np.empty((H_out, W_out, N, F), dtype=x.dtype)
+    win = np.empty((N, C, HH, WW), dtype=x.dtype)
+    for i in range(H_out):
+        for j in range(W_out):
+            win[...] = x[:, :, i * s:i * s + HH, j * s:j * s + WW]
+            np.matmul(win.reshape(N, K), wmat.T, out=out[i, j])
+    return np.ascontiguousarray(out.transpose(2, 3, 0, 1))
 
 
 def correlate2d(x, w, stride=1):
