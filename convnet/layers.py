@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet import _checks
+from convnet import _checks, correlate
 
 __all__ = ["Linear", "ReLU", "Conv", "MaxPool", "AvgPool", "BatchNorm", "SpatialBatchNorm", "Dropout"]
 
@@ -230,18 +230,15 @@ class Conv:
         """
         x, w, g = Conv._unpack(dout, cache)
         # BEGIN SOLUTION
-        # Imported here: the grader assembles layers.py with only the modules it lists.
-        from convnet.correlate import dilate, correlate2d, full_correlate2d, rot180
-
         p = g.pad
-        d = dilate(dout, g.stride, size=(g.H + 2 * p - g.HH + 1, g.W + 2 * p - g.WW + 1))
+        d = correlate.dilate(dout, g.stride, size=(g.H + 2 * p - g.HH + 1, g.W + 2 * p - g.WW + 1))
         # The filters' C axis becomes the output channels of dx's correlation, F its input channels.
-        dxp = full_correlate2d(d, rot180(w).transpose(1, 0, 2, 3))
+        dxp = correlate.full_correlate2d(d, correlate.rot180(w).transpose(1, 0, 2, 3))
         dx = dxp[:, :, p:p + g.H, p:p + g.W].copy()
         # The batch axis is summed over: it becomes the channel axis of both operands.
         xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))).transpose(1, 0, 2, 3)
-        dw = np.ascontiguousarray(correlate2d(xp, d.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3))
-        db = dout.sum(axis=(0, 2, 3))
+        dw = np.ascontiguousarray(correlate.correlate2d(xp, d.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3))
+        db = np.sum(dout, axis=(0, 2, 3))
         # END SOLUTION
         return dx, dw, db
 
