@@ -32,7 +32,20 @@ def test_the_starter_has_the_stubs_this_test_walks():
             "TwoLayerNet.loss", "FullyConnectedNet.loss", "DeepConvNet.__init__", "adam"} <= names
 
 
-@pytest.mark.parametrize("name, index, qualname", REGIONS, ids=[f"{q}#{i}" for _, i, q in REGIONS])
+# Stubs the grader does not grade yet, with why; strict, so grading one makes its entry here fail.
+UNGRADED = {
+    "Conv.backward_alt": "issue 16: the grader's checks for Conv.backward_alt are added separately "
+                         "(LAYERS['Conv'].backwards, and the oracle serving FastConv for it)",
+}
+
+
+def _params():
+    return [pytest.param(*r, id=f"{r[2]}#{r[1]}",
+                         marks=[pytest.mark.xfail(strict=True, reason=UNGRADED[r[2]])] if r[2] in UNGRADED else [])
+            for r in REGIONS]
+
+
+@pytest.mark.parametrize("name, index, qualname", _params())
 def test_leaving_one_stub_loses_points(name, index, qualname):
     files = {n: (sandbox.reference_dir() / n).read_text() for n in sandbox.graded_files()}
     files[name] = _with_one_stub(name, index)
