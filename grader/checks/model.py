@@ -320,7 +320,7 @@ class KaimingCheck(Check):
         problems = []
         if abs(std - want) > max(0.03, 2 * margin) * want:
             problems.append(f"standard deviation {std:.4g}, expected sqrt({'2' if self.relu else '1'} / fan_in) = "
-                            f"{want:.4g} with fan_in = {fan_in}" + (f" = Din * K * K" if self.K else " = Din"))
+                            f"{want:.4g} with fan_in = {fan_in}" + (" = Din * K * K" if self.K else " = Din"))
         if abs(mean) > 2 * margin * want:
             problems.append(f"mean {mean:.3g}, expected about 0")
         ok = not problems
