@@ -20,11 +20,16 @@ from a list of stages; nothing is hand-copied:
 | ``Conv_BatchNorm_ReLU_Pool`` | ``(x, w, b, gamma, beta, conv_param, bn_param, pool_param)`` | dx, dw, db, dgamma, dbeta |
 
 Convolution and pooling use the fast path (:class:`convnet.fast.FastConv`,
-:class:`convnet.fast.FastMaxPool`), as the course's sandwich layers do; the
-other stages are the naive layers of :mod:`convnet.layers`.
+:class:`convnet.fast.FastMaxPool`), as the course's sandwich layers do. Spatial
+batch norm and the ReLU after it run as one fast stage,
+:class:`convnet.fast.batchnorm.FastSpatialBatchNormReLU`, where that module is
+installed; the student starter leaves it out (it holds the batch-norm backward),
+and there the stages are the naive :class:`~convnet.layers.SpatialBatchNorm`
+and :class:`~convnet.layers.ReLU`, as for every other stage.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from typing import NamedTuple
 
@@ -110,6 +115,20 @@ _POOL = Stage(FastMaxPool, (), ("pool_param",))
 _BN = Stage(BatchNorm, ("gamma", "beta"), ("bn_param",))
 _SBN = Stage(SpatialBatchNorm, ("gamma", "beta"), ("bn_param",))
 
+
+def _fast_batchnorm_relu():
+    """The fused fast spatial batch norm + ReLU stage, or None where its module is absent (the starter)."""
+    if importlib.util.find_spec("convnet.fast.batchnorm") is None:
+        return None
+    from convnet.fast.batchnorm import FastSpatialBatchNormReLU
+
+    return Stage(FastSpatialBatchNormReLU, ("gamma", "beta"), ("bn_param",))
+
+
+_SBN_RELU = _fast_batchnorm_relu()
+# Spatial batch norm then ReLU: one fused stage when the fast one exists, else the naive pair.
+_CONV_BN_RELU = (_CONV, _SBN_RELU) if _SBN_RELU is not None else (_CONV, _SBN, _RELU)
+
 Linear_ReLU = _sandwich("Linear_ReLU", _LINEAR, _RELU,
                         doc="Linear followed by ReLU; x (N, d_1, ..., d_k), w (D, M), b (M,).")
 Conv_ReLU = _sandwich("Conv_ReLU", _CONV, _RELU,
@@ -118,7 +137,7 @@ Conv_ReLU_Pool = _sandwich("Conv_ReLU_Pool", _CONV, _RELU, _POOL,
                            doc="Convolution, ReLU, then max pooling.")
 Linear_BatchNorm_ReLU = _sandwich("Linear_BatchNorm_ReLU", _LINEAR, _BN, _RELU,
                                   doc="Linear, batch norm over (N, M), then ReLU; gamma, beta (M,).")
-Conv_BatchNorm_ReLU = _sandwich("Conv_BatchNorm_ReLU", _CONV, _SBN, _RELU,
+Conv_BatchNorm_ReLU = _sandwich("Conv_BatchNorm_ReLU", *_CONV_BN_RELU,
                                 doc="Convolution, spatial batch norm, then ReLU; gamma, beta (F,).")
-Conv_BatchNorm_ReLU_Pool = _sandwich("Conv_BatchNorm_ReLU_Pool", _CONV, _SBN, _RELU, _POOL,
+Conv_BatchNorm_ReLU_Pool = _sandwich("Conv_BatchNorm_ReLU_Pool", *_CONV_BN_RELU, _POOL,
                                      doc="Convolution, spatial batch norm, ReLU, then max pooling.")

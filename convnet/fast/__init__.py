@@ -46,11 +46,14 @@ HAVE_CYTHON : bool
 CONV_ALGORITHMS : tuple of str
     The values :func:`set_conv_algorithm` accepts.
 """
+import importlib.util
+
 from convnet.fast._backend import HAVE_CYTHON
 from convnet.fast._config import (CONV_ALGORITHMS, config, get_column_budget, get_config, get_conv_algorithm,
                                   get_num_threads, set_column_budget, set_conv_algorithm, set_num_threads)
 from convnet.fast.conv import FastConv
 from convnet.fast.conv_im2col import col2im, im2col
+from convnet.fast.inputs import network_input
 from convnet.fast.pool import FastAvgPool, FastMaxPool
 
 __all__ = [
@@ -58,5 +61,11 @@ __all__ = [
     "config", "get_config",
     "set_num_threads", "get_num_threads", "set_column_budget", "get_column_budget",
     "set_conv_algorithm", "get_conv_algorithm", "CONV_ALGORITHMS",
-    "im2col", "col2im",
+    "im2col", "col2im", "network_input",
 ]
+
+# The fast spatial batch norm is not in the student starter (it holds the batch-norm backward).
+if importlib.util.find_spec("convnet.fast.batchnorm") is not None:
+    from convnet.fast.batchnorm import FastSpatialBatchNorm, FastSpatialBatchNormReLU  # noqa: F401
+
+    __all__ += ["FastSpatialBatchNorm", "FastSpatialBatchNormReLU"]

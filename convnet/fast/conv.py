@@ -20,6 +20,7 @@ from convnet.fast._backend import HAVE_CYTHON
 from convnet.fast._caches import ConvCache, check_fast_cache
 from convnet.fast.conv_im2col import IM2COL
 from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
+from convnet.fast.inputs import is_network_input
 
 __all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS"]
 
@@ -84,7 +85,7 @@ class FastConv:
             Accepted only by :meth:`FastConv.backward`.
         """
         g = _checks.conv_args(x, w, b, conv_param)
-        cache = ConvCache(x, w, b, {"stride": g.stride, "pad": g.pad})
+        cache = ConvCache(x, w, b, {"stride": g.stride, "pad": g.pad}, need_dx=not is_network_input(x))
         s, algo, parts = _plan(g)
         x = np.ascontiguousarray(x)
         bvec = np.ascontiguousarray(b)
@@ -105,7 +106,9 @@ class FastConv:
 
         Returns
         -------
-        dx : ndarray of shape (N, C, H, W)
+        dx : ndarray of shape (N, C, H, W), or None
+            None when forward's x was a network's input marked by
+            :func:`convnet.fast.network_input` (nothing needs its gradient).
         dw : ndarray of shape (F, C, HH, WW)
         db : ndarray of shape (F,)
         """
@@ -118,7 +121,7 @@ class FastConv:
         x = np.ascontiguousarray(x)
         dout = np.ascontiguousarray(dout)
         operand = algo.backward_operand(np.ascontiguousarray(w), g)
-        dx = np.empty(x.shape, dtype=x.dtype)
+        dx = np.empty(x.shape, dtype=x.dtype) if cache.need_dx else None
 
         def part(lo, hi):
             # Each thread sums its own images' dout for db: less serial work on the calling thread.
