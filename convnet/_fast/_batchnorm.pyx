@@ -2,8 +2,9 @@
 """Spatial batch-norm kernels, optionally fused with the ReLU that follows (private; call them
 through convnet.fast.batchnorm).
 
-x is (N, C, P) with P = H*W, statistics per channel c over the N planes x[:, c]. Threads split
-the channels, so each thread owns its channels' statistics and writes.
+x is (N, C, P) with P = H*W, statistics per channel c over the N planes x[:, c]. Each call
+handles the channels c0 <= c < c1, so callers split the channels between threads and each
+thread owns its channels' statistics and writes.
 
 Forward (training): one pass for the statistics (sums of x - x[0, c, 0], so the shift keeps
 the sum of squares accurate; blocks of 1024 summed in x's dtype, the blocks' sums in double), one pass writing y = x*scale + shift (ReLU'd if asked),
@@ -52,12 +53,13 @@ cdef inline void _stats_channel(const floating* x, Py_ssize_t N, Py_ssize_t C, P
     var[0] = d if d > 0 else 0
 
 
-def bn_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int nthreads=1):
-    """mean[c], var[c] (biased) of x[:, c, :]."""
+def bn_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, Py_ssize_t c0, Py_ssize_t c1,
+             int nthreads=1):
+    """mean[c], var[c] (biased) of x[:, c, :] for c0 <= c < c1."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(C, schedule="static", num_threads=nthreads):
+        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
             _stats_channel(&x[0, 0, 0], N, C, P, c, &mean[c], &var[c])
 
 
@@ -80,12 +82,12 @@ cdef inline void _affine_channel(const floating* x, floating* y, Py_ssize_t N, P
 
 
 def bn_affine(const floating[:, :, ::1] x, floating[:, :, ::1] y, const double[::1] scale,
-              const double[::1] shift, bint relu, int nthreads=1):
-    """y = x*scale[c] + shift[c] per channel, then max(y, 0) if relu."""
+              const double[::1] shift, bint relu, Py_ssize_t c0, Py_ssize_t c1, int nthreads=1):
+    """y = x*scale[c] + shift[c] per channel c0 <= c < c1, then max(y, 0) if relu."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(C, schedule="static", num_threads=nthreads):
+        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
             _affine_channel(&x[0, 0, 0], &y[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c], relu)
 
 
@@ -125,12 +127,12 @@ cdef inline void _grad_sums_channel(const floating* x, const floating* dout, Py_
 
 def bn_grad_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dout, const double[::1] scale,
                  const double[::1] shift, const double[::1] mean, bint relu, double[::1] sdy, double[::1] sdyx,
-                 int nthreads=1):
-    """sdy[c] = sum(dy), sdyx[c] = sum(dy*(x - mean[c])) over channel c (dy: dout, ReLU-masked if relu)."""
+                 Py_ssize_t c0, Py_ssize_t c1, int nthreads=1):
+    """sdy[c] = sum(dy), sdyx[c] = sum(dy*(x - mean[c])) over channel c0 <= c < c1 (dy: dout, ReLU-masked)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(C, schedule="static", num_threads=nthreads):
+        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
             _grad_sums_channel(&x[0, 0, 0], &dout[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c],
                                <floating>mean[c], relu, &sdy[c], &sdyx[c])
 
@@ -159,12 +161,12 @@ cdef inline void _dx_channel(const floating* x, const floating* dout, floating* 
 
 def bn_dx(const floating[:, :, ::1] x, const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
           const double[::1] scale, const double[::1] shift, const double[::1] mean, const double[::1] k1,
-          const double[::1] k2, const double[::1] g, bint relu, int nthreads=1):
-    """dx[:, c] = g[c]*dy - k1[c] - k2[c]*(x - mean[c]) (dy: dout, ReLU-masked by y = x*scale + shift if relu)."""
+          const double[::1] k2, const double[::1] g, bint relu, Py_ssize_t c0, Py_ssize_t c1, int nthreads=1):
+    """dx[:, c] = g[c]*dy - k1[c] - k2[c]*(x - mean[c]) for c0 <= c < c1 (dy: dout, ReLU-masked if relu)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(C, schedule="static", num_threads=nthreads):
+        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
             _dx_channel(&x[0, 0, 0], &dout[0, 0, 0], &dx[0, 0, 0], N, C, P, c, <floating>scale[c],
                         <floating>shift[c], <floating>mean[c], <floating>k1[c], <floating>k2[c], <floating>g[c],
                         relu)

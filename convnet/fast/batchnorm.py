@@ -36,29 +36,32 @@ if not HAVE_KERNELS:
                           f"({IMPORT_ERROR}); build it with `python setup.py build_ext --inplace`")
 
     # The numpy twins of the kernels: same arguments, same outputs, nthreads ignored.
-    def bn_stats(x, mean, var, nthreads=1):
-        mean[...] = x.mean(axis=(0, 2), dtype=np.float64)
-        var[...] = x.var(axis=(0, 2), dtype=np.float64)
+    def bn_stats(x, mean, var, c0, c1, nthreads=1):
+        mean[c0:c1] = x[:, c0:c1].mean(axis=(0, 2), dtype=np.float64)
+        var[c0:c1] = x[:, c0:c1].var(axis=(0, 2), dtype=np.float64)
 
-    def bn_affine(x, y, scale, shift, relu, nthreads=1):
-        z = x * scale.astype(x.dtype)[:, None] + shift.astype(x.dtype)[:, None]
-        y[...] = np.maximum(z, 0) if relu else z
+    def bn_affine(x, y, scale, shift, relu, c0, c1, nthreads=1):
+        x = x[:, c0:c1]
+        z = x * scale[c0:c1].astype(x.dtype)[:, None] + shift[c0:c1].astype(x.dtype)[:, None]
+        y[:, c0:c1] = np.maximum(z, 0) if relu else z
 
     def _dy(x, dout, scale, shift, relu):
         if not relu:
             return dout
         return np.where(x * scale.astype(x.dtype)[:, None] + shift.astype(x.dtype)[:, None] > 0, dout, 0)
 
-    def bn_grad_sums(x, dout, scale, shift, mean, relu, sdy, sdyx, nthreads=1):
+    def bn_grad_sums(x, dout, scale, shift, mean, relu, sdy, sdyx, c0, c1, nthreads=1):
+        x, dout, scale, shift, mean = x[:, c0:c1], dout[:, c0:c1], scale[c0:c1], shift[c0:c1], mean[c0:c1]
         dy = _dy(x, dout, scale, shift, relu)
-        sdy[...] = dy.sum(axis=(0, 2), dtype=np.float64)
-        sdyx[...] = (dy * (x - mean.astype(x.dtype)[:, None])).sum(axis=(0, 2), dtype=np.float64)
+        sdy[c0:c1] = dy.sum(axis=(0, 2), dtype=np.float64)
+        sdyx[c0:c1] = (dy * (x - mean.astype(x.dtype)[:, None])).sum(axis=(0, 2), dtype=np.float64)
 
-    def bn_dx(x, dout, dx, scale, shift, mean, k1, k2, g, relu, nthreads=1):
-        dy = _dy(x, dout, scale, shift, relu)
+    def bn_dx(x, dout, dx, scale, shift, mean, k1, k2, g, relu, c0, c1, nthreads=1):
+        c = slice(c0, c1)
+        dy = _dy(x[:, c], dout[:, c], scale[c], shift[c], relu)
         t = x.dtype.type
-        dx[...] = (g.astype(t)[:, None] * dy - k1.astype(t)[:, None]
-                   - k2.astype(t)[:, None] * (x - mean.astype(t)[:, None]))
+        dx[:, c] = (g[c].astype(t)[:, None] * dy - k1[c].astype(t)[:, None]
+                    - k2[c].astype(t)[:, None] * (x[:, c] - mean[c].astype(t)[:, None]))
 
 
 class SpatialBatchNormCache(_FastCache):
@@ -81,11 +84,11 @@ def _forward(x, gamma, beta, bn_param, relu, layer):
     running_mean = np.zeros(C, dtype=x.dtype) if running_mean is None else running_mean
     running_var = np.zeros(C, dtype=x.dtype) if running_var is None else running_var
     xc = np.ascontiguousarray(x).reshape(N, C, H * W)
-    nt = parallel.kernel_threads(x.size, _config.settings())
+    s = _config.settings()
     if mode == "train":
         mean = np.empty(C)
         var = np.empty(C)
-        bn_stats(xc, mean, var, nt)
+        parallel.run_split(lambda c0, c1: bn_stats(xc, mean, var, c0, c1), C, x.size, s)
         # The naive layer's update, in x's dtype.
         bn_param["running_mean"] = np.asarray(momentum * running_mean + (1 - momentum) * mean.astype(x.dtype),
                                               dtype=x.dtype)
@@ -100,7 +103,7 @@ def _forward(x, gamma, beta, bn_param, relu, layer):
     scale = gamma.astype(np.float64) * invstd
     shift = beta.astype(np.float64) - mean * scale
     out = np.empty_like(xc)
-    bn_affine(xc, out, scale, shift, relu, nt)
+    parallel.run_split(lambda c0, c1: bn_affine(xc, out, scale, shift, relu, c0, c1), C, x.size, s)
     cache = SpatialBatchNormCache(layer, x, gamma, mean, invstd, scale, shift, mode, relu)
     return out.reshape(N, C, H, W), cache
 
@@ -116,10 +119,11 @@ def _backward(dout, cache, relu, layer, cls):
     M = N * H * W
     xc = np.ascontiguousarray(x).reshape(N, C, H * W)
     dc = np.ascontiguousarray(dout).reshape(N, C, H * W)
-    nt = parallel.kernel_threads(x.size, _config.settings())
+    s = _config.settings()
     sdy = np.empty(C)
     sdyx = np.empty(C)
-    bn_grad_sums(xc, dc, cache.scale, cache.shift, cache.mean, relu, sdy, sdyx, nt)
+    parallel.run_split(lambda c0, c1: bn_grad_sums(xc, dc, cache.scale, cache.shift, cache.mean, relu, sdy, sdyx,
+                                                   c0, c1), C, x.size, s)
     g = cache.scale
     if cache.mode == "train":
         k1 = g * sdy / M
@@ -127,7 +131,8 @@ def _backward(dout, cache, relu, layer, cls):
     else:
         k1 = k2 = np.zeros(C)
     dx = np.empty_like(xc)
-    bn_dx(xc, dc, dx, cache.scale, cache.shift, cache.mean, k1, k2, g, relu, nt)
+    parallel.run_split(lambda c0, c1: bn_dx(xc, dc, dx, cache.scale, cache.shift, cache.mean, k1, k2, g, relu,
+                                            c0, c1), C, x.size, s)
     dt = x.dtype
     return dx.reshape(N, C, H, W), (cache.invstd * sdyx).astype(dt), sdy.astype(dt)
 

@@ -91,7 +91,9 @@ class FastConv:
         bvec = np.ascontiguousarray(b)
         operand = algo.filter_operand(np.ascontiguousarray(w), g)
         out = np.empty((g.N, g.F, g.H_out, g.W_out), dtype=x.dtype)
-        parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, len(parts), s), parts)
+        share = min(s.num_threads, len(parts))
+        parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, share, s), parts,
+                           workers=share - 1)
         return out, cache
 
     @staticmethod
@@ -123,10 +125,17 @@ class FastConv:
         operand = algo.backward_operand(np.ascontiguousarray(w), g)
         dx = np.empty(x.shape, dtype=x.dtype) if cache.need_dx else None
 
-        def part(lo, hi):
-            # Each thread sums its own images' dout for db: less serial work on the calling thread.
-            return (algo.backward(x, operand, dout, dx, g, lo, hi, len(parts), s),
-                    dout[lo:hi].sum(axis=(0, 2, 3)))
+        share = min(s.num_threads, len(parts))
 
-        dws, dbs = zip(*parallel.run_parts(part, parts))
-        return dx, algo.filter_gradient(sum(dws), w.shape), sum(dbs)
+        def part(lo, hi):
+            # Each part sums its own images' dout for db: less serial work on the calling thread.
+            return [algo.backward(x, operand, dout, dx, g, lo, hi, share, s), dout[lo:hi].sum(axis=(0, 2, 3))]
+
+        def fold(acc, r):
+            acc[0] += r[0]
+            acc[1] += r[1]
+            return acc
+
+        # Folded in part order: the same sums whichever thread ran which part.
+        dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold)
+        return dx, algo.filter_gradient(dw, w.shape), db

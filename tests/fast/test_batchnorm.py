@@ -207,3 +207,16 @@ def test_sandwich_falls_back_to_the_naive_layers_without_the_module(tmp_path):
 def test_fast_path_exports():
     assert fast.FastSpatialBatchNorm is fbn.FastSpatialBatchNorm
     assert fast.FastSpatialBatchNormReLU is fbn.FastSpatialBatchNormReLU
+
+
+@pytest.mark.parametrize("cls, relu", LAYERS)
+def test_threads_split_channels_with_identical_results(cls, relu):
+    x, gamma, beta, dout, _ = _inputs((4, 9, 10, 10), np.float32, seed=8)
+    results = []
+    for n in (1, 2, 3):
+        with fast.config(num_threads=n, parallel_min_work=0):
+            out, cache = cls.forward(x, gamma, beta, {"mode": "train"})
+            results.append((out,) + tuple(cls.backward(dout, cache)))
+    for other in results[1:]:
+        for a, r in zip(other, results[0]):
+            np.testing.assert_array_equal(a, r)
