@@ -22,10 +22,13 @@ from convnet.fast.conv_im2col import IM2COL
 from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
 from convnet.fast.inputs import is_network_input
 
-__all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS"]
+__all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE"]
 
 # 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
+# 'auto' takes F(4x4) only on output maps this large both ways: on 8x8 and 14x14 maps F(2x2) runs faster
+# (benchmarks/README.md) and, with 9x smaller transform coefficients, rounds less.
+WINOGRAD4_MIN_SIZE = 16
 
 
 def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON) -> tuple:
@@ -34,8 +37,10 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
     ``'im2col'``: im2col only. ``'winograd2'``, ``'winograd4'``: that Winograd,
     then im2col. ``'winograd'``: the Winograd with fewer multiplications for
     this output size (a tie goes to F(2x2, 3x3), the more accurate), the other,
-    then im2col. ``'auto'``: as ``'winograd'`` with the compiled kernels and at
-    least :data:`WINOGRAD_MIN_CHANNELS` input and output channels, else im2col.
+    then im2col. ``'auto'``: with the compiled kernels and at least
+    :data:`WINOGRAD_MIN_CHANNELS` input and output channels, as ``'winograd'``
+    but F(4x4) only on output maps of at least :data:`WINOGRAD4_MIN_SIZE` both
+    ways; else im2col.
     """
     if setting == "im2col":
         return (IM2COL,)
@@ -45,7 +50,8 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
         return (WINOGRAD4, IM2COL)
     if setting == "auto" and not (have_cython and min(g.C, g.F) >= WINOGRAD_MIN_CHANNELS):
         return (IM2COL,)
-    if WINOGRAD4.multiplies(g) < WINOGRAD2.multiplies(g):
+    small = setting == "auto" and min(g.H_out, g.W_out) < WINOGRAD4_MIN_SIZE
+    if WINOGRAD4.multiplies(g) < WINOGRAD2.multiplies(g) and not small:
         return (WINOGRAD4, WINOGRAD2, IM2COL)
     return (WINOGRAD2, WINOGRAD4, IM2COL)
 
