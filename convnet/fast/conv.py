@@ -3,6 +3,7 @@
 Algorithms, each an object with one predicate ``is_usable_for(geometry)``:
 
 - :data:`~convnet.fast.conv_im2col.IM2COL`: im2col + GEMM, any layer;
+- :data:`~convnet.fast.conv_pointwise.POINTWISE`: 1x1 layers without padding, GEMMs on x as it lies;
 - :data:`~convnet.fast.conv_winograd.WINOGRAD4`, :data:`~convnet.fast.conv_winograd.WINOGRAD2`:
   Winograd F(4x4, 3x3) and F(2x2, 3x3), 3x3 stride-1 layers.
 
@@ -19,6 +20,7 @@ from convnet.fast import _config, parallel
 from convnet.fast._backend import HAVE_CYTHON
 from convnet.fast._caches import ConvCache, check_fast_cache
 from convnet.fast.conv_im2col import IM2COL
+from convnet.fast.conv_pointwise import POINTWISE
 from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
 from convnet.fast.inputs import is_network_input
 
@@ -34,16 +36,19 @@ WINOGRAD4_MIN_SIZE = 16
 def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON) -> tuple:
     """The algorithms to try for layer ``g`` under the ``conv_algorithm`` setting, most preferred first.
 
-    ``'im2col'``: im2col only. ``'winograd2'``, ``'winograd4'``: that Winograd,
+    ``'im2col'``: im2col only. ``'pointwise'``: the 1x1 GEMMs where usable,
+    then im2col. ``'winograd2'``, ``'winograd4'``: that Winograd,
     then im2col. ``'winograd'``: the Winograd with fewer multiplications for
     this output size (a tie goes to F(2x2, 3x3), the more accurate), the other,
-    then im2col. ``'auto'``: with the compiled kernels and at least
+    then im2col. ``'auto'``: the 1x1 GEMMs for 1x1 layers without padding; with the compiled kernels and at least
     :data:`WINOGRAD_MIN_CHANNELS` input and output channels, as ``'winograd'``
     but F(4x4) only on output maps of at least :data:`WINOGRAD4_MIN_SIZE` both
     ways; else im2col.
     """
     if setting == "im2col":
         return (IM2COL,)
+    if setting == "pointwise" or (setting == "auto" and POINTWISE.is_usable_for(g)):
+        return (POINTWISE, IM2COL)
     if setting == "winograd2":
         return (WINOGRAD2, IM2COL)
     if setting == "winograd4":
@@ -62,9 +67,17 @@ def choose(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHO
 
 
 def _plan(g):
-    """(settings, algorithm, batch parts) for one call: one snapshot of the settings decides all three."""
+    """(settings, algorithm, batch parts, limit BLAS) for one call: one snapshot of the settings decides all.
+
+    BLAS runs on one thread when the batch is split (the parts are the
+    parallelism) and for small layers (its threads do not pay there, and on a
+    busy machine a descheduled one stalls the GEMM); a large layer with fewer
+    images than threads keeps BLAS's threads, its parallelism within the image.
+    """
     s = _config.settings()
-    return s, choose(g, s.conv_algorithm), parallel.batch_parts(g, s)
+    parts = parallel.batch_parts(g, s)
+    limit = len(parts) > 1 or (s.split_batch and parallel.small_work(g, s))
+    return s, choose(g, s.conv_algorithm), parts, limit
 
 
 class FastConv:
@@ -92,14 +105,14 @@ class FastConv:
         """
         g = _checks.conv_args(x, w, b, conv_param)
         cache = ConvCache(x, w, b, {"stride": g.stride, "pad": g.pad}, need_dx=not is_network_input(x))
-        s, algo, parts = _plan(g)
+        s, algo, parts, limit = _plan(g)
         x = np.ascontiguousarray(x)
         bvec = np.ascontiguousarray(b)
         operand = algo.filter_operand(np.ascontiguousarray(w), g)
         out = np.empty((g.N, g.F, g.H_out, g.W_out), dtype=x.dtype)
         share = min(s.num_threads, len(parts))
         parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, share, s), parts,
-                           workers=share - 1)
+                           workers=share - 1, limit_blas=limit)
         return out, cache
 
     @staticmethod
@@ -125,7 +138,7 @@ class FastConv:
         # Re-validate: the cache is a plain object a caller could have edited.
         g = _checks.conv_args(x, w, b, cache.conv_param)
         dout = _checks.check_dout(dout, (g.N, g.F, g.H_out, g.W_out), x.dtype, "FastConv")
-        s, algo, parts = _plan(g)
+        s, algo, parts, limit = _plan(g)
         x = np.ascontiguousarray(x)
         dout = np.ascontiguousarray(dout)
         operand = algo.backward_operand(np.ascontiguousarray(w), g)
@@ -143,5 +156,5 @@ class FastConv:
             return acc
 
         # Folded in part order: the same sums whichever thread ran which part.
-        dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold)
+        dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=limit)
         return dx, algo.filter_gradient(dw, w.shape), db

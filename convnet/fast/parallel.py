@@ -24,7 +24,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["kernel_threads", "batch_parts", "blas_controller", "run_parts", "split", "run_split", "PARTS_PER_THREAD"]
+__all__ = ["kernel_threads", "batch_parts", "small_work", "blas_controller", "run_parts", "split", "run_split",
+           "PARTS_PER_THREAD"]
 
 # Parts per thread: a thread that is descheduled leaves its unclaimed parts to the others.
 PARTS_PER_THREAD = 4
@@ -70,6 +71,11 @@ def blas_controller():
     return _WORKERS.blas
 
 
+def small_work(g, s) -> bool:
+    """A convolution below ``split_min_work``: too small for threads, BLAS's included."""
+    return g.N * g.F * g.H_out * g.W_out * g.C * g.HH * g.WW < s.split_min_work
+
+
 def batch_parts(g, s) -> list:
     """``[(lo, hi), ...]``: contiguous slices of the batch, one per thread (one slice: no split).
 
@@ -80,8 +86,7 @@ def batch_parts(g, s) -> list:
         ``num_threads``, ``split_batch`` and ``split_min_work`` decide.
     """
     nthreads = min(s.num_threads, g.N)
-    work = g.N * g.F * g.H_out * g.W_out * g.C * g.HH * g.WW
-    if not s.split_batch or nthreads < 2 or work < s.split_min_work or not blas_controller():
+    if not s.split_batch or nthreads < 2 or small_work(g, s) or not blas_controller():
         return [(0, g.N)]
     return split(g.N, nthreads * PARTS_PER_THREAD)
 
@@ -184,7 +189,10 @@ def run_parts(fn, parts, executor=None, blas=None, workers=None, limit_blas=True
     """
     workers = len(parts) - 1 if workers is None else min(workers, len(parts) - 1)
     if workers < 1:
-        results = [fn(*p) for p in parts]
+        if blas is None and limit_blas:
+            blas = blas_controller()
+        with blas.limit(limits=1) if limit_blas and blas is not None else contextlib.nullcontext():
+            results = [fn(*p) for p in parts]
         if fold is None:
             return results
         acc = results[0]
