@@ -64,8 +64,12 @@ __all__ = [
     "im2col", "col2im", "network_input",
 ]
 
-# The fast spatial batch norm is not in the student starter (it holds the batch-norm backward).
+# Not in the student starter: the fast spatial batch norm (it holds the batch-norm backward), the fused ReLU.
 if importlib.util.find_spec("convnet.fast.batchnorm") is not None:
     from convnet.fast.batchnorm import FastSpatialBatchNorm, FastSpatialBatchNormReLU  # noqa: F401
 
     __all__ += ["FastSpatialBatchNorm", "FastSpatialBatchNormReLU"]
+if importlib.util.find_spec("convnet.fast.fused") is not None:
+    from convnet.fast.fused import FastReLUMaxPool  # noqa: F401
+
+    __all__ += ["FastReLUMaxPool"]

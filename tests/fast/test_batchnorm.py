@@ -165,26 +165,32 @@ def test_sandwich_uses_the_fused_stage():
 def test_released_without_the_fast_batchnorm():
     from grader.release import manifest
 
-    assert "convnet/fast/batchnorm.py" in manifest.EXCLUDED
-    assert "convnet/_fast/_batchnorm.pyx" in manifest.EXCLUDED
+    for path in ("convnet/fast/batchnorm.py", "convnet/_fast/_batchnorm.pyx", "convnet/fast/fused.py"):
+        assert path in manifest.EXCLUDED
     files = manifest.release_inputs(manifest.repository_root())
-    assert not [f for f in files if "batchnorm" in f.rsplit("/", 1)[-1]], "the starter must not carry the fast batch norm"
+    names = [f.rsplit("/", 1)[-1] for f in files]
+    assert not [n for n in names if "batchnorm" in n or n == "fused.py"], "the starter must not carry them"
 
 
 SANDWICH_FALLBACK = r"""
 import sys
 import numpy as np
-sys.modules["convnet.fast.batchnorm"] = None  # as in the starter: the module is absent
+sys.modules["convnet.fast.batchnorm"] = None  # as in the starter: the modules are absent
+sys.modules["convnet.fast.fused"] = None
 from convnet import fast, models, sandwich
 from convnet.layers import ReLU, SpatialBatchNorm
 stages = [s.layer for s in sandwich.Conv_BatchNorm_ReLU_Pool.stages]
 assert stages[1:3] == [SpatialBatchNorm, ReLU], stages
-assert not hasattr(fast, "FastSpatialBatchNormReLU")
-m = models.DeepConvNet(num_filters=(4, 6), max_pools=(0, 1), batchnorm=True, input_dims=(3, 8, 8),
-                       weight_scale="kaiming", dtype=np.float64, seed=0)
-X = np.random.default_rng(0).standard_normal((5, 3, 8, 8)); y = np.array([0, 1, 2, 3, 4])
-loss, grads = m.loss(X, y)
-np.savez(sys.argv[1], loss=loss, **grads)
+assert [s.layer for s in sandwich.Conv_ReLU_Pool.stages][1:] == [ReLU, fast.FastMaxPool]
+assert not hasattr(fast, "FastSpatialBatchNormReLU") and not hasattr(fast, "FastReLUMaxPool")
+out = {}
+for bn in (True, False):
+    m = models.DeepConvNet(num_filters=(4, 6), max_pools=(0, 1), batchnorm=bn, input_dims=(3, 8, 8),
+                           weight_scale="kaiming", dtype=np.float64, seed=0)
+    X = np.random.default_rng(0).standard_normal((5, 3, 8, 8)); y = np.array([0, 1, 2, 3, 4])
+    loss, grads = m.loss(X, y)
+    out.update({f"{bn}:loss": loss, **{f"{bn}:{k}": v for k, v in grads.items()}})
+np.savez(sys.argv[1], **out)
 """
 
 
@@ -195,13 +201,14 @@ def test_sandwich_falls_back_to_the_naive_layers_without_the_module(tmp_path):
     env = dict(os.environ)
     subprocess.run([sys.executable, "-c", SANDWICH_FALLBACK, str(out)], check=True, env=env, timeout=120)
     naive = np.load(out)
-    m = models.DeepConvNet(num_filters=(4, 6), max_pools=(0, 1), batchnorm=True, input_dims=(3, 8, 8),
-                           weight_scale="kaiming", dtype=np.float64, seed=0)
-    X = np.random.default_rng(0).standard_normal((5, 3, 8, 8))
-    loss, grads = m.loss(X, np.array([0, 1, 2, 3, 4]))
-    assert abs(loss - float(naive["loss"])) < 1e-12
-    for k, g in grads.items():
-        np.testing.assert_allclose(g, naive[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    for bn in (True, False):  # with batch norm (fused BN + ReLU) and without (fused ReLU + pool)
+        m = models.DeepConvNet(num_filters=(4, 6), max_pools=(0, 1), batchnorm=bn, input_dims=(3, 8, 8),
+                               weight_scale="kaiming", dtype=np.float64, seed=0)
+        X = np.random.default_rng(0).standard_normal((5, 3, 8, 8))
+        loss, grads = m.loss(X, np.array([0, 1, 2, 3, 4]))
+        assert abs(loss - float(naive[f"{bn}:loss"])) < 1e-12
+        for k, g in grads.items():
+            np.testing.assert_allclose(g, naive[f"{bn}:{k}"], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
 def test_fast_path_exports():
@@ -220,3 +227,35 @@ def test_threads_split_channels_with_identical_results(cls, relu):
     for other in results[1:]:
         for a, r in zip(other, results[0]):
             np.testing.assert_array_equal(a, r)
+
+
+# ---------------------------------------------------------------- the fused ReLU + max pool (convnet/fast/fused.py)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pp", [(2, 2, 2, 0), (3, 3, 2, 1), (2, 2, 1, 0)])
+def test_relu_maxpool_matches_relu_then_pool(dtype, pp):
+    from convnet.fast.fused import FastReLUMaxPool
+
+    ph, pw, s, p = pp
+    param = {"pool_height": ph, "pool_width": pw, "stride": s, "pad": p}
+    rng = np.random.default_rng(ph + s)
+    x = rng.standard_normal((3, 4, 9, 8)).astype(dtype)
+    x[0, 0] = -1.0  # a plane of ties below zero: no gradient anywhere
+    r, rc = layers.ReLU.forward(x)
+    ref, pc = layers.MaxPool.forward(r, param)
+    out, cache = FastReLUMaxPool.forward(x, param)
+    np.testing.assert_array_equal(out, ref)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dref = layers.ReLU.backward(layers.MaxPool.backward(dout, pc), rc)
+    np.testing.assert_array_equal(FastReLUMaxPool.backward(dout, cache), dref)
+    with pytest.raises(ValueError, match="dout has shape"):
+        FastReLUMaxPool.backward(dout[:1], cache)
+    with pytest.raises(TypeError, match="FastReLUMaxPool.backward"):
+        FastReLUMaxPool.backward(dout, (x, param))
+
+
+def test_conv_relu_pool_uses_the_fused_stage():
+    from convnet import sandwich
+
+    assert [s.layer.__name__ for s in sandwich.Conv_ReLU_Pool.stages] == ["FastConv", "FastReLUMaxPool"]
