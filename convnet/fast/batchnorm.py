@@ -18,18 +18,20 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
-from convnet.fast import _config, parallel
+from convnet.fast import _backend, _config, parallel
 from convnet.fast._caches import _FastCache, check_fast_cache
 
 __all__ = ["FastSpatialBatchNorm", "FastSpatialBatchNormReLU", "HAVE_KERNELS"]
 
 IMPORT_ERROR = None
-if not _config.PUREPYTHON:
+if _backend.HAVE_CYTHON:
     try:
-        from convnet._fast._batchnorm import bn_affine, bn_dx, bn_grad_sums, bn_stats
+        _kernels = _backend.kernel_module("_batchnorm")  # the CPU variant the other kernels use
+        bn_affine, bn_dx, bn_grad_sums, bn_stats = (_kernels.bn_affine, _kernels.bn_dx, _kernels.bn_grad_sums,
+                                                    _kernels.bn_stats)
     except ImportError as exc:  # the extension was not built
         IMPORT_ERROR = exc
-HAVE_KERNELS = not _config.PUREPYTHON and IMPORT_ERROR is None
+HAVE_KERNELS = _backend.HAVE_CYTHON and IMPORT_ERROR is None
 if not HAVE_KERNELS:
     if _config.REQUIRE_CYTHON and not _config.PUREPYTHON:
         raise ImportError(f"CONVNET_REQUIRE_CYTHON=1 but convnet._fast._batchnorm cannot be imported "

@@ -41,8 +41,9 @@ def test_have_cython_matches_environment(have_cython):
 
 
 def test_require_cython_turns_a_missing_extension_into_import_error():
-    # Simulate a missing build: a None entry in sys.modules makes the import fail.
-    code = "import sys; sys.modules['convnet._fast._im2col'] = None; import convnet.fast"
+    # Simulate a missing build: None entries in sys.modules make the imports fail (every CPU variant).
+    code = ("import sys; sys.modules.update({f'convnet._fast._im2col{v}': None for v in ('', '_v3', '_v4')}); "
+            "import convnet.fast")
     r = _run(code, CONVNET_REQUIRE_CYTHON="1")
     assert r.returncode != 0 and "ImportError" in r.stderr and "CONVNET_REQUIRE_CYTHON" in r.stderr
     r = _run(code + "; print(convnet.fast.HAVE_CYTHON)")
