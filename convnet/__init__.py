@@ -5,20 +5,10 @@ The naive reference layers live in :mod:`convnet.layers`, the fast layers in
 """
 __version__ = "0.1.0"
 
-from convnet.layers import (  # noqa: F401
-    AvgPool,
-    BatchNorm,
-    Conv,
-    Dropout,
-    Linear,
-    MaxPool,
-    ReLU,
-    SpatialBatchNorm,
-)
-from convnet.losses import softmax_loss, svm_loss  # noqa: F401
+from convnet import layers as _layers
 from convnet.gradcheck import compute_numeric_gradient, grad_check_sparse, rel_error  # noqa: F401
+from convnet.layers import *  # noqa: F401,F403 - every layer, as layers.__all__ lists them
+from convnet.losses import softmax_loss, svm_loss  # noqa: F401
 
-__all__ = [
-    "Linear", "ReLU", "Conv", "MaxPool", "AvgPool", "BatchNorm", "SpatialBatchNorm", "Dropout",
-    "softmax_loss", "svm_loss", "compute_numeric_gradient", "rel_error", "grad_check_sparse",
-]
+__all__ = [*_layers.__all__, "softmax_loss", "svm_loss", "compute_numeric_gradient", "rel_error",
+           "grad_check_sparse"]

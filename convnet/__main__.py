@@ -11,7 +11,7 @@ import sys
 # Each command lives in its own module exposing main(argv) -> int; imported lazily.
 COMMANDS = {
     "check": ("convnet.selfcheck", "compare every layer's backward with finite differences"),
-    "stride": ("convnet.stride", "print the gradient-scale table for kernel 1-7, stride 1-3"),
+    "stride": ("convnet.stride_table", "print the gradient-scale table for kernel 1-7, stride 1-3"),
     "train": ("convnet.train", "train a ThreeLayerConvNet on the packaged digits"),
 }
 

@@ -87,3 +87,41 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-7, seed=None, ver
         if verbose:
             print(f"numerical: {num:f} analytic: {ana:f}, relative error: {err:e}")
     return errors
+
+
+def assert_within_rounding(ours, reference, magnitude, terms):
+    """Assert that ``ours`` equals ``reference`` up to the rounding of sums of ``terms`` products.
+
+    A sum of K products computed in any order, in a floating type of machine
+    epsilon eps, is within about K*eps/2 of the exact sum times the same sum
+    over absolute values; two such computations are within K*eps of each
+    other. The tolerance is scaled to the data elementwise: an entry that
+    cancels to zero is compared as zero, and no entry passes for being small.
+
+    Parameters
+    ----------
+    ours : ndarray, float32 or float64
+        The result under test; eps is its dtype's.
+    reference : array_like of ours' shape
+        Another computation of the same sums (any dtype at least as precise).
+    magnitude : array_like of ours' shape
+        The same sums over the absolute values of the factors, in float64.
+    terms : int
+        An upper bound on the number of products in each entry.
+
+    Raises
+    ------
+    AssertionError
+        Naming the worst entry, its error and its bound.
+    """
+    ours = np.asarray(ours)
+    reference = np.asarray(reference, dtype=np.float64)
+    magnitude = np.asarray(magnitude, dtype=np.float64)
+    if not ours.shape == reference.shape == magnitude.shape:
+        raise ValueError(f"shapes differ: ours {ours.shape}, reference {reference.shape}, magnitude {magnitude.shape}")
+    err = np.abs(ours.astype(np.float64) - reference)
+    bound = terms * np.finfo(ours.dtype).eps * magnitude
+    if ours.size and not (err <= bound).all():
+        worst = np.unravel_index(np.argmax(err - bound), err.shape)
+        raise AssertionError(f"entry {tuple(int(i) for i in worst)}: error {err[worst]:.3g} above the rounding bound "
+                             f"{bound[worst]:.3g} ({terms} terms, {ours.dtype}); largest error {err.max():.3g}")

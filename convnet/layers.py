@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet import _checks
+from convnet import _checks, correlate
 
 __all__ = ["Linear", "ReLU", "Conv", "MaxPool", "AvgPool", "BatchNorm", "SpatialBatchNorm", "Dropout"]
 
@@ -154,6 +154,14 @@ class Conv:
         return out, cache
 
     @staticmethod
+    def _unpack(dout, cache):
+        """Validate the cache and dout (shared by both backward passes); returns x, w and the geometry."""
+        x, w, b, conv_param = _checks.check_cache(cache, 4, "Conv")
+        g = _checks.conv_args(x, w, b, conv_param)
+        _checks.check_dout(dout, (g.N, g.F, g.H_out, g.W_out), x.dtype, "Conv")
+        return x, w, g
+
+    @staticmethod
     def backward(dout, cache):
         """Convolution backward pass.
 
@@ -169,9 +177,7 @@ class Conv:
         dw : ndarray of shape (F, C, HH, WW)
         db : ndarray of shape (F,)
         """
-        x, w, b, conv_param = _checks.check_cache(cache, 4, "Conv")
-        g = _checks.conv_args(x, w, b, conv_param)
-        _checks.check_dout(dout, (g.N, g.F, g.H_out, g.W_out), x.dtype, "Conv")
+        x, w, g = Conv._unpack(dout, cache)
         # BEGIN SOLUTION
         s, p = g.stride, g.pad
         xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
@@ -188,6 +194,51 @@ class Conv:
                         dw[f] += d * xp[n, :, hs:hs + g.HH, ws:ws + g.WW]
                         dxp[n, :, hs:hs + g.HH, ws:ws + g.WW] += d * w[f]
         dx = dxp[:, :, p:p + g.H, p:p + g.W].copy()
+        # END SOLUTION
+        return dx, dw, db
+
+    @staticmethod
+    def backward_alt(dout, cache):
+        """Convolution backward pass through the zero-inserted gradient, vectorised.
+
+        A stride-s output is the stride-1 output read every s positions, so
+        ``dout`` with s - 1 zeros inserted between its entries (and zeros in the
+        last rows and columns no window reads) is the gradient of that stride-1
+        output, of size ``(H + 2*pad - HH + 1, W + 2*pad - WW + 1)``. Then
+
+        - ``dx`` is its full correlation with the filters rotated by 180 degrees,
+          cropped by ``pad`` on every side;
+        - ``dw`` is the valid correlation of the padded input with it;
+        - ``db`` is the sum of ``dout``.
+
+        The building blocks are in :mod:`convnet.correlate` (``dilate``,
+        ``rot180``, ``correlate2d``, ``full_correlate2d``); mind which axes play
+        the batch, the channels and the filters in each correlation.
+
+        Parameters
+        ----------
+        dout : ndarray of shape (N, F, H_out, W_out)
+        cache : tuple
+            What :meth:`Conv.forward` returned.
+
+        Returns
+        -------
+        dx : ndarray of shape (N, C, H, W)
+        dw : ndarray of shape (F, C, HH, WW)
+        db : ndarray of shape (F,)
+            The same values as :meth:`backward`.
+        """
+        x, w, g = Conv._unpack(dout, cache)
+        # BEGIN SOLUTION
+        p = g.pad
+        d = correlate.dilate(dout, g.stride, size=(g.H + 2 * p - g.HH + 1, g.W + 2 * p - g.WW + 1))
+        # The filters' C axis becomes the output channels of dx's correlation, F its input channels.
+        dxp = correlate.full_correlate2d(d, correlate.rot180(w).transpose(1, 0, 2, 3))
+        dx = dxp[:, :, p:p + g.H, p:p + g.W].copy()
+        # The batch axis is summed over: it becomes the channel axis of both operands.
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))).transpose(1, 0, 2, 3)
+        dw = np.ascontiguousarray(correlate.correlate2d(xp, d.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3))
+        db = np.sum(dout, axis=(0, 2, 3))
         # END SOLUTION
         return dx, dw, db
 

@@ -353,6 +353,7 @@ LAYERS = {
     ),
     "Conv": LayerSpec(
         name="Conv", arrays=("x", "w", "b"), params=("conv_param",), make=_conv, fast="FastConv",
+        backwards=("backward", "backward_alt"),
         independent=_conv_independent, torch=_torch_conv,
         geometries={
             "check": G(label="stride 2, pad 1, 3x2 kernel", dims=dict(x=(2, 3, 6, 5), w=(4, 3, 3, 2), stride=2, pad=1)),

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from convnet.gradcheck import compute_numeric_gradient, grad_check_sparse, rel_error
+from convnet.gradcheck import assert_within_rounding, compute_numeric_gradient, grad_check_sparse, rel_error
 
 
 def test_numeric_gradient_of_a_cubic_and_x_is_restored():
@@ -45,3 +45,23 @@ def test_grad_check_sparse_accepts_right_and_flags_wrong_gradients(capsys):
     assert "relative error" in capsys.readouterr().out
     bad = grad_check_sparse(f, x, np.cos(x) + 0.5, num_checks=8, seed=1, verbose=False)
     assert min(bad) > 1e-3
+
+
+def test_assert_within_rounding_scales_to_each_entry():
+    r = np.random.default_rng(2)
+    a, b = r.standard_normal((6, 50)), r.standard_normal(50)
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    exact = a32.astype(np.float64) @ b32.astype(np.float64)
+    magnitude = np.abs(a32).astype(np.float64) @ np.abs(b32).astype(np.float64)
+    assert_within_rounding(a32 @ b32, exact, magnitude, 50)
+    # float32's eps is 2**-23: 50 terms of magnitude 1 allow 50 * 2**-23, about 6e-6, and no more.
+    ones = np.ones(1, dtype=np.float32)
+    assert_within_rounding(ones + np.float32(5e-6), ones.astype(np.float64), ones.astype(np.float64), 50)
+    with pytest.raises(AssertionError, match=r"entry \(0,\): error 1(\.0\d)?e-05 above the rounding bound 5\.96e-06"):
+        assert_within_rounding(ones + np.float32(1e-5), ones.astype(np.float64), ones.astype(np.float64), 50)
+    # An entry that cancels to zero keeps the bound of its terms, one that is small by itself does not.
+    assert_within_rounding(np.array([1e-12]), np.zeros(1), np.array([1e5]), 10)
+    with pytest.raises(AssertionError, match=r"entry \(1,\)"):
+        assert_within_rounding(np.array([1e-12, 1e-12]), np.zeros(2), np.array([1e5, 1e-9]), 10)
+    with pytest.raises(ValueError, match=r"shapes differ: ours \(2,\), reference \(3,\), magnitude \(2,\)"):
+        assert_within_rounding(np.zeros(2), np.zeros(3), np.zeros(2), 1)

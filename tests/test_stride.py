@@ -4,17 +4,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from convnet import stride
+from convnet import stride_table as stride
 from convnet.__main__ import main as convnet_main
 from convnet.layers import AvgPool, Conv, MaxPool
-from convnet.stride import (
-    correction_factor,
-    factor_table,
-    filter_rescale,
-    format_table,
-    overlap_count,
-    repeated_cell,
-)
+from convnet.stride import correction_factor, filter_rescale, overlap_count, repeated_cell
+from convnet.stride_table import factor_table, format_table
 
 KERNELS = range(1, 6)
 STRIDES = range(1, 4)

@@ -240,7 +240,8 @@ class ModelOverfit(_ModelCheck):
     N: int = 10
     steps: int = 150
     lr: float = 0.1
-    threshold: float = 0.8
+    # The reference misses at most one of the 10 now and then (worst of 2000 seeds: 0.9).
+    threshold: float = 0.6
 
     def prepare(self, rng, prefix):
         X = rng.standard_normal((self.N, *_input_shape(self.kwargs)))
@@ -320,7 +321,7 @@ class KaimingCheck(Check):
         problems = []
         if abs(std - want) > max(0.03, 2 * margin) * want:
             problems.append(f"standard deviation {std:.4g}, expected sqrt({'2' if self.relu else '1'} / fan_in) = "
-                            f"{want:.4g} with fan_in = {fan_in}" + (f" = Din * K * K" if self.K else " = Din"))
+                            f"{want:.4g} with fan_in = {fan_in}" + (" = Din * K * K" if self.K else " = Din"))
         if abs(mean) > 2 * margin * want:
             problems.append(f"mean {mean:.3g}, expected about 0")
         ok = not problems
@@ -339,8 +340,9 @@ class EndToEnd(Check):
     group: str = "end-to-end"
     cls: str = "ThreeLayerConvNet"
     kwargs: dict = field(default_factory=dict)
-    epochs: int = 40
-    threshold: float = 0.7
+    # Adam on random labels stalls now and then: the reference's worst of 3000 seeds is 0.85 at 80 epochs.
+    epochs: int = 80
+    threshold: float = 0.5
 
     def prepare(self, rng, prefix):
         N = 20

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from convnet.specs import LAYERS, Geometry
 from grader.checks.base import Check, Judgement

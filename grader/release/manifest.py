@@ -45,6 +45,7 @@ VISIBLE_TESTS = [
     "tests/test_layers.py",
     "tests/test_losses.py",
     "tests/test_checks.py",
+    "tests/test_specs.py",
     "tests/test_gradcheck.py",
     "tests/fast/conftest.py",
     "tests/fast/test_caches.py",

@@ -127,7 +127,7 @@ MUTANTS = [
         "window = xp[n, :, j * s:j * s + g.HH, i * s:i * s + g.WW]"),),
       # pad 0 gives a non-square output whose last windows run off the input: forward raises, and the backward
       # check, which needs the forward's cache, cannot run either.
-      ("Conv.forward", "Conv.backward"), "swapped",
+      ("Conv.forward", "Conv.backward", "Conv.backward_alt"), "swapped",
       "mixes up the row and column loop variables"),
     M("conv_backward_db_keepdims", "layers.py",
       (("db = dout.sum(axis=(0, 2, 3))", "db = dout.sum(axis=(0, 2, 3), keepdims=True)"),),
