@@ -1,287 +1,295 @@
-"""Time the naive, fast and PyTorch convolution and pooling layers side by side.
+"""Time the fast conv and pool layers against PyTorch (and JAX/XLA) on real networks' layers.
 
 Usage::
 
-    python benchmarks/bench_layers.py [--json out.json] [--repeats R]
-                                      [--cases C1,C2,P1] [--dtypes float32,float64]
+    python benchmarks/bench_layers.py [--quick] [--suite legacy,deep,resnet20,vgg,lenet]
+                                      [--batches 1,32,128] [--dtypes float32,float64]
+                                      [--repeats R] [--warmup S] [--threads T] [--naive]
+                                      [--algorithm auto|im2col|...] [--json out.json]
+                                      [--config machine|user|haswell]
 
-Every case runs in one process with one thread count for everybody: numpy's
-BLAS threads, the OpenMP threads of the Cython kernels and ``torch.set_num_threads``
-are all set to ``--threads`` (default: BLAS's current count) and printed.
-Times are the median (or ``--stat min``) of ``--repeats`` runs after one warm-up.
-The naive layer is timed on one image (median of 3 after a warm-up) and scaled
-linearly to the case's N (it is a loop over images). GFLOP/s counts 2*N*F*H_out*W_out*C*HH*WW per forward pass and
-three times that for forward+backward; "peak%" divides by numpy's measured
-GEMM rate for the dtype. Pooling GB/s counts the bytes of the input and the
-output once per pass (forward) or twice (forward+backward). "mem" is the
-tracemalloc peak of one fast forward+backward call, outputs included.
+Every case is timed forward+backward, the libraries interleaved in one process
+(see ``benchmarks/_harness.py``): each timed call follows a warm-up of
+``--warmup`` seconds of that library, rounds rotate the order, and the table
+shows the median with the spread ((max - min) / median). Without ``--config``
+the script runs itself twice in child processes: the machine's BLAS
+configuration and the user's (``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
+unset), and prints the OpenBLAS kernel each ran and a summary line per
+configuration: median and worst fast/torch ratio for conv float32, conv
+float64 and pooling, and worst fast/XLA.
+
+Peers: PyTorch CPU (``torch.nn.functional``, autograd backward) and, when
+installed, JAX (``jax.jit`` of ``jax.vjp``; skipped with a printed reason
+otherwise). Every case checks the fast layer's output and gradients against
+PyTorch first (relative error printed as ``err``). GFLOP/s counts
+``2*N*F*H_out*W_out*C*k*k`` per forward and 3x that per forward+backward; peak%
+divides by numpy's measured GEMM rate. Pooling GB/s counts the input and output
+bytes twice (forward and backward).
+
+The suite: ``legacy`` is C1-C4/P1-P3 (``bench`` geometries of ``convnet/specs.py``,
+their own batch sizes); the networks (``benchmarks/networks.py``) run at every
+batch of ``--batches``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import time
-import tracemalloc
 
 import numpy as np
 
-import convnet.fast as fast
-from convnet import layers
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _harness as H  # noqa: E402
+import networks  # noqa: E402
 
-try:  # optional: pin numpy's BLAS and OpenMP threads
-    import threadpoolctl
-except ImportError:  # pragma: no cover
-    threadpoolctl = None
+import convnet.fast as fast  # noqa: E402
+from convnet import layers  # noqa: E402
 
-try:
-    import torch
+
+def _inputs(layer, N, dtype, rng):
+    xs, ws = layer.shapes(N)
+    x = rng.standard_normal(xs).astype(dtype)
+    if layer.kind == "conv":
+        w = (rng.standard_normal(ws) / np.sqrt(ws[1] * ws[2] * ws[3])).astype(dtype)
+        b = rng.standard_normal(ws[0]).astype(dtype)
+        return x, w, b
+    return (x,)
+
+
+def _fast_fns(layer):
+    if layer.kind == "conv":
+        cp = {"stride": layer.stride, "pad": layer.pad}
+        return (lambda x, w, b: fast.FastConv.forward(x, w, b, cp)), fast.FastConv.backward
+    pp = {"pool_height": layer.k, "pool_width": layer.k, "stride": layer.stride, "pad": layer.pad}
+    cls = fast.FastMaxPool if layer.kind == "max" else fast.FastAvgPool
+    return (lambda x: cls.forward(x, pp)), (lambda d, c: (cls.backward(d, c),))
+
+
+def _naive_fns(layer):
+    if layer.kind == "conv":
+        cp = {"stride": layer.stride, "pad": layer.pad}
+        return (lambda x, w, b: layers.Conv.forward(x, w, b, cp)), layers.Conv.backward
+    pp = {"pool_height": layer.k, "pool_width": layer.k, "stride": layer.stride, "pad": layer.pad}
+    cls = layers.MaxPool if layer.kind == "max" else layers.AvgPool
+    return (lambda x: cls.forward(x, pp)), (lambda d, c: (cls.backward(d, c),))
+
+
+def _torch_fb(torch, layer, arrays, dout):
     import torch.nn.functional as TF
-except ImportError:  # pragma: no cover
-    torch = None
 
-CASES = {
-    "C1": ("conv", (64, 3, 32, 32), (32, 3, 3, 3), 1, 1),
-    "C2": ("conv", (64, 64, 16, 16), (64, 64, 3, 3), 1, 1),
-    "C3": ("conv", (32, 32, 32, 32), (64, 32, 3, 3), 2, 1),
-    "C4": ("conv", (50, 3, 32, 32), (32, 3, 7, 7), 1, 3),
-    "P1": ("max", (64, 64, 32, 32), (2, 2), 2, 0),
-    "P2": ("max", (64, 64, 33, 33), (3, 3), 2, 0),
-    "P3": ("avg", (64, 64, 32, 32), (2, 2), 2, 0),
-}
+    ts = [torch.from_numpy(a) for a in arrays]
+    td = torch.from_numpy(dout)
 
+    def fwd(*t):
+        if layer.kind == "conv":
+            return TF.conv2d(*t, stride=layer.stride, padding=layer.pad)
+        fn = TF.max_pool2d if layer.kind == "max" else TF.avg_pool2d
+        return fn(t[0], layer.k, stride=layer.stride, padding=layer.pad)
 
-STAT = statistics.median
+    def fb():
+        g = [t.detach().requires_grad_() for t in ts]
+        out = fwd(*g)
+        out.backward(td)
+        return out, [t.grad for t in g]
 
-
-# The naive layers take 0.1-0.3 s per image: a few repeats (not --repeats) of one image.
-NAIVE_REPEATS = 3
+    return fb
 
 
-def timeit(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return STAT(times)
+def _jax_fb(jax, layer, arrays, dout):
+    import jax.numpy as jnp
+    from jax import lax
+
+    s, p, k = layer.stride, layer.pad, layer.k
+
+    def fwd(*t):
+        if layer.kind == "conv":
+            x, w, b = t
+            y = lax.conv_general_dilated(x, w, (s, s), [(p, p), (p, p)],
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            return y + b[None, :, None, None]
+        x = t[0]
+        if layer.kind == "max":
+            return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, k, k), (1, 1, s, s),
+                                     [(0, 0), (0, 0), (p, p), (p, p)])
+        return lax.reduce_window(x, 0.0, lax.add, (1, 1, k, k), (1, 1, s, s),
+                                 [(0, 0), (0, 0), (p, p), (p, p)]) / (k * k)
+
+    @jax.jit
+    def step(args, d):
+        out, vjp = jax.vjp(fwd, *args)
+        return out, vjp(d)
+
+    jargs = tuple(jax.device_put(a) for a in arrays)
+    jd = jax.device_put(dout)
+
+    def fb():
+        return jax.block_until_ready(step(jargs, jd))
+
+    return fb
 
 
-def gemm_peak(dtype, repeats):
-    """GFLOP/s of numpy matmul on square matrices (the BLAS this numpy uses)."""
+def bench_case(layer, N, dtype, args, torch, jax, peaks, rng):
+    arrays = _inputs(layer, N, dtype, rng)
+    fwd, bwd = _fast_fns(layer)
+    out, _ = fwd(*arrays)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+
+    def fast_fb():
+        o, c = fwd(*arrays)
+        return o, bwd(dout, c)
+
+    fns = {"fast": fast_fb}
+    row = {"case": layer.name, "label": layer.label(N), "kind": layer.kind, "N": N, "dtype": np.dtype(dtype).name}
+    if torch is not None:
+        tfb = _torch_fb(torch, layer, arrays, dout)
+        fns["torch"] = tfb
+        o, g = fast_fb()
+        to, tg = tfb()
+        row["err"] = max([H.rel_err(o, to.detach().numpy())] + [H.rel_err(a, t.numpy()) for a, t in zip(g, tg)])
+    if jax is not None:
+        fns["xla"] = _jax_fb(jax, layer, arrays, dout)
+    if args.naive and layer.name in networks.legacy_cases():
+        # The naive layer is a loop over images: time one, scale by N.
+        nf, nb = _naive_fns(layer)
+        one = [a[:1].copy() if i == 0 else a for i, a in enumerate(arrays)]
+
+        def naive_fb():
+            o, c = nf(*one)
+            nb(dout[:1].copy(), c)
+
+        row["naive"] = statistics.median(H.interleaved({"n": naive_fb}, 3, 0.0)["n"]) * N
+    times = H.interleaved(fns, args.repeats, args.warmup)
+    for name, ts in times.items():
+        row[name], row[name + "_spread"] = H.summary(ts)
+    xs = arrays[0]
+    if layer.kind == "conv":
+        flops = 2.0 * N * layer.F * out.shape[2] * out.shape[3] * layer.C * layer.k * layer.k
+        row["gflops"] = 3 * flops / row["fast"] / 1e9
+        row["peak"] = row["gflops"] / peaks[row["dtype"]]
+    else:
+        row["gbs"] = 2 * (xs.nbytes + out.nbytes) / row["fast"] / 1e9
+    return row
+
+
+def _fmt_row(r):
+    def ms(key):
+        return f"{r[key] * 1e3:9.2f} ±{100 * r[key + '_spread']:3.0f}%" if key in r else f"{'-':>15}"
+
+    rt = f"{r['fast'] / r['torch']:6.2f}" if "torch" in r else f"{'-':>6}"
+    rx = f"{r['fast'] / r['xla']:6.2f}" if "xla" in r else f"{'-':>6}"
+    rate = f"{r['gflops']:6.0f} GF/s {100 * r['peak']:4.0f}%" if "gflops" in r else f"{r['gbs']:6.1f} GB/s     "
+    err = f"{r['err']:8.1e}" if "err" in r else f"{'-':>8}"
+    naive = f" naive/fast {r['naive'] / r['fast']:6.0f}" if "naive" in r else ""
+    return (f"{r['case']:12} {r['label']:34} {r['dtype']:7} {ms('fast')} {ms('torch')} {ms('xla')} "
+            f"{rt} {rx} {rate} {err}{naive}")
+
+
+HEADER = (f"{'case':12} {'layer':34} {'dtype':7} {'fast ms':>15} {'torch ms':>15} {'xla ms':>15} "
+          f"{'/torch':>6} {'/xla':>6} {'rate (fast)':>20} {'err':>8}")
+
+
+def summarise(rows) -> list:
+    """The summary lines: median and worst fast/peer per group."""
+    lines = []
+    groups = [("conv float32", lambda r: r["kind"] == "conv" and r["dtype"] == "float32"),
+              ("conv float64", lambda r: r["kind"] == "conv" and r["dtype"] == "float64"),
+              ("pool", lambda r: r["kind"] != "conv")]
+    for label, pred in groups:
+        sel = [r for r in rows if pred(r)]
+        for peer in ("torch", "xla"):
+            ratios = [(r["fast"] / r[peer], r) for r in sel if peer in r]
+            if not ratios:
+                continue
+            worst, wr = max(ratios, key=lambda t: t[0])
+            over = sum(1 for q, _ in ratios if q > 1.0)
+            lines.append(f"{label:12} fast/{peer:5}: median {statistics.median(q for q, _ in ratios):.2f}, "
+                         f"worst {worst:.2f} ({wr['case']} N={wr['N']}), {over}/{len(ratios)} layers above 1.0")
+    return lines
+
+
+def run(config, args):
+    threads = H.pin_threads(args.threads)
+    fast.set_conv_algorithm(args.algorithm)
+    torch = H.peer_torch()
+    dtypes = [np.dtype(d) for d in args.dtypes.split(",") if d]
+    jax = None if args.no_jax else H.peer_jax(x64=np.dtype(np.float64) in dtypes)
+    print(f"config {config}: OpenBLAS kernel {H.blas_kernel()}; "
+          f"{', '.join(f'{k}={os.environ[k]}' for k in H.BLAS_VARIABLES if k in os.environ) or 'no OPENBLAS_* set'}")
+    print(f"threads {threads} (BLAS, fast, torch); HAVE_CYTHON={fast.HAVE_CYTHON}; algorithm {args.algorithm}; "
+          f"torch {getattr(torch, '__version__', 'absent')}; "
+          f"jax {getattr(jax, '__version__', 'absent: ' + (H.jax_reason() or '--no-jax'))}; "
+          f"numpy {np.__version__}; python {platform.python_version()}; "
+          f"repeats {args.repeats}, warm-up {args.warmup} s; load average {os.getloadavg()[0]:.1f}")
+    peaks = {d.name: H.gemm_peak(d) for d in dtypes}
+    print("numpy GEMM peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    cases = []
+    legacy = networks.legacy_cases()
+    for group in args.suite.split(","):
+        if group == "legacy":
+            cases += [legacy[n] for n in legacy if not args.only or n in args.only]
+        else:
+            for layer in networks.NETWORKS[group]:
+                if args.only and layer.name not in args.only:
+                    continue
+                cases += [(layer, N) for N in args.batches]
     rng = np.random.default_rng(0)
-    best = 0.0
-    for n in (512, 1024):
-        a = rng.standard_normal((n, n)).astype(dtype)
-        b = rng.standard_normal((n, n)).astype(dtype)
-        a @ b  # warm-up
-        for _ in range(max(3, repeats)):  # a peak: the best run, not the median
-            t0 = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
-
-
-def tracemalloc_peak(fn):
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
-
-
-def bench_conv(name, spec, dtype, repeats, rng):
-    _, xs, ws, stride, pad = spec
-    x = rng.standard_normal(xs).astype(dtype)
-    w = (rng.standard_normal(ws) * 0.1).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype)
-    cp = {"stride": stride, "pad": pad}
-    out, cache = fast.FastConv.forward(x, w, b, cp)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    N, F, Ho, Wo = out.shape
-    flops = 2.0 * N * F * Ho * Wo * ws[1] * ws[2] * ws[3]
-    r = {}
-    r["fast_fwd"] = timeit(lambda: fast.FastConv.forward(x, w, b, cp), repeats)
-
-    def fast_fb():
-        o, c = fast.FastConv.forward(x, w, b, cp)
-        fast.FastConv.backward(dout, c)
-
-    r["fast_fb"] = timeit(fast_fb, repeats)
-    r["mem"] = tracemalloc_peak(fast_fb)
-    # Naive: one image, scaled by N.
-    xs1, ds1 = x[:1].copy(), dout[:1].copy()
-
-    def naive_fwd():
-        layers.Conv.forward(xs1, w, b, cp)
-
-    def naive_fb():
-        o, c = layers.Conv.forward(xs1, w, b, cp)
-        layers.Conv.backward(ds1, c)
-
-    r["naive_fwd"] = timeit(naive_fwd, NAIVE_REPEATS) * N
-    r["naive_fb"] = timeit(naive_fb, NAIVE_REPEATS) * N
-    if torch is not None:
-        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
-        td = torch.from_numpy(dout)
-
-        def torch_fwd():
-            with torch.no_grad():
-                TF.conv2d(tx, tw, tb, stride=stride, padding=pad)
-
-        def torch_fb():
-            gx, gw, gb = (t.detach().requires_grad_() for t in (tx, tw, tb))
-            TF.conv2d(gx, gw, gb, stride=stride, padding=pad).backward(td)
-
-        r["torch_fwd"] = timeit(torch_fwd, repeats)
-        r["torch_fb"] = timeit(torch_fb, repeats)
-    r["gflop_fwd"] = flops / r["fast_fwd"] / 1e9
-    r["gflop_fb"] = 3 * flops / r["fast_fb"] / 1e9
-    r["flops_fwd"] = flops
-    return r
-
-
-def bench_pool(name, spec, dtype, repeats, rng):
-    kind, xs, (ph, pw), stride, pad = spec
-    x = rng.standard_normal(xs).astype(dtype)
-    pp = {"pool_height": ph, "pool_width": pw, "stride": stride, "pad": pad}
-    Fast = fast.FastMaxPool if kind == "max" else fast.FastAvgPool
-    Naive = layers.MaxPool if kind == "max" else layers.AvgPool
-    out, cache = Fast.forward(x, pp)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    r = {}
-    r["fast_fwd"] = timeit(lambda: Fast.forward(x, pp), repeats)
-
-    def fast_fb():
-        o, c = Fast.forward(x, pp)
-        Fast.backward(dout, c)
-
-    r["fast_fb"] = timeit(fast_fb, repeats)
-    r["mem"] = tracemalloc_peak(fast_fb)
-    xs1, ds1 = x[:1].copy(), dout[:1].copy()
-
-    def naive_fwd():
-        Naive.forward(xs1, pp)
-
-    def naive_fb():
-        o, c = Naive.forward(xs1, pp)
-        Naive.backward(ds1, c)
-
-    N = x.shape[0]
-    r["naive_fwd"] = timeit(naive_fwd, NAIVE_REPEATS) * N
-    r["naive_fb"] = timeit(naive_fb, NAIVE_REPEATS) * N
-    if torch is not None:
-        tx, td = torch.from_numpy(x), torch.from_numpy(dout)
-        tfn = TF.max_pool2d if kind == "max" else TF.avg_pool2d
-
-        def torch_fwd():
-            with torch.no_grad():
-                tfn(tx, (ph, pw), stride=stride, padding=pad)
-
-        def torch_fb():
-            gx = tx.detach().requires_grad_()
-            tfn(gx, (ph, pw), stride=stride, padding=pad).backward(td)
-
-        r["torch_fwd"] = timeit(torch_fwd, repeats)
-        r["torch_fb"] = timeit(torch_fb, repeats)
-    nbytes = x.nbytes + out.nbytes
-    r["gbs_fwd"] = nbytes / r["fast_fwd"] / 1e9
-    r["gbs_fb"] = 2 * nbytes / r["fast_fb"] / 1e9
-    return r
+    rows = []
+    print(HEADER)
+    print("-" * len(HEADER))
+    for layer, N in cases:
+        for d in dtypes:
+            r = bench_case(layer, N, d, args, torch, jax, peaks, rng)
+            rows.append(r)
+            print(_fmt_row(r), flush=True)
+    lines = summarise(rows)
+    print()
+    for line in lines:
+        print(line)
+    return {"config": config, "blas": H.blas_kernel(), "peaks": peaks, "threads": threads, "rows": rows,
+            "summary": lines}
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", help="write the results to this file")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--suite", default="legacy,deep,resnet20,vgg,lenet")
+    ap.add_argument("--only", default="", help="comma-separated case names (C1, deep.conv2, ...)")
+    ap.add_argument("--batches", default="1,32,128")
     ap.add_argument("--dtypes", default="float32,float64")
-    ap.add_argument("--threads", type=int, default=None, help="threads for BLAS, OpenMP and torch")
-    ap.add_argument("--algorithm", choices=list(fast.CONV_ALGORITHMS), default="auto",
-                    help="convolution algorithm of the fast layer (default auto: Winograd where it pays)")
-    ap.add_argument("--stat", choices=["median", "min"], default="median",
-                    help="statistic over the repeats (min resists a busy machine better)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--warmup", type=float, default=0.1, help="seconds of warm-up before every timed call")
+    ap.add_argument("--threads", type=int, default=None, help="threads for BLAS, the fast path and torch")
+    ap.add_argument("--algorithm", choices=list(fast.CONV_ALGORITHMS), default="auto")
+    ap.add_argument("--naive", action="store_true", help="also time the naive layer on C1-C4/P1-P3")
+    ap.add_argument("--no-jax", action="store_true", help="leave XLA out")
+    ap.add_argument("--quick", action="store_true",
+                    help="sanity run: batch 32, float32, 3 repeats, 0.02 s warm-up, one BLAS configuration")
+    ap.add_argument("--json", help="write the rows and summaries to this file")
+    ap.add_argument("--config", choices=["machine", "user", "haswell"], default=None,
+                    help="run one BLAS configuration in this process (default: both, in child processes)")
     args = ap.parse_args(argv)
-    global STAT
-    STAT = statistics.median if args.stat == "median" else min
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
+    if args.quick:
+        args.batches, args.dtypes, args.repeats, args.warmup = "32", "float32", 3, 0.02
+        args.config = args.config or "machine"
+    args.batches = [int(b) for b in str(args.batches).split(",") if b]
+    args.only = {c for c in args.only.split(",") if c}
+    unknown = [g for g in args.suite.split(",") if g != "legacy" and g not in networks.NETWORKS]
     if unknown:
-        ap.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
-    dtypes = [np.dtype(d.strip()) for d in args.dtypes.split(",") if d.strip()]
-    if any(d not in (np.float32, np.float64) for d in dtypes):
-        ap.error("dtypes must be float32 and/or float64")
+        ap.error(f"unknown suite group(s) {unknown}; choose from legacy, {', '.join(networks.NETWORKS)}")
 
-    limiter = None
-    if threadpoolctl is not None:
-        info = threadpoolctl.threadpool_info()
-        blas = [i["num_threads"] for i in info if i["user_api"] == "blas"]
-        threads = args.threads or (blas[0] if blas else os.cpu_count())
-        limiter = threadpoolctl.threadpool_limits(limits=threads)
-    else:
-        threads = args.threads or os.cpu_count()
-    if torch is not None:
-        torch.set_num_threads(threads)
-    # The Cython pooling kernels split planes over this many OpenMP threads.
-    fast.set_num_threads(threads)
-    fast.set_conv_algorithm(args.algorithm)
+    def one(config):
+        result = run(config, args)
+        if args.json:
+            import json
 
-    meta = {
-        "python": sys.version.split()[0], "numpy": np.__version__, "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": threads, "have_cython": fast.HAVE_CYTHON,
-        "torch": None if torch is None else torch.__version__,
-        "torch_threads": None if torch is None else torch.get_num_threads(),
-        "column_budget": fast.get_column_budget(), "stat": args.stat, "algorithm": args.algorithm,
-        "load_average": os.getloadavg()[0],
-    }
-    print(f"threads: numpy BLAS / OpenMP {threads}, torch {meta['torch_threads']}; "
-          f"HAVE_CYTHON={fast.HAVE_CYTHON}; conv algorithm {args.algorithm}; torch {meta['torch']}; "
-          f"repeats {args.repeats} ({args.stat}); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    peaks = {}
-    for d in dtypes:
-        peaks[d.name] = gemm_peak(d, args.repeats)
-        print(f"numpy GEMM peak {d.name}: {peaks[d.name]:.1f} GFLOP/s")
-    meta["gemm_peak_gflops"] = peaks
+            path = args.json if args.config else f"{os.path.splitext(args.json)[0]}.{config}.json"
+            with open(path, "w") as fh:
+                json.dump(result, fh, indent=1)
+        return result
 
-    rng = np.random.default_rng(0)
-    results = []
-    hdr = (f"{'case':4} {'dtype':7} {'pass':7} {'naive ms':>10} {'fast ms':>9} {'torch ms':>9} "
-           f"{'fast/torch':>10} {'naive/fast':>10} {'rate':>16} {'peak%':>6} {'mem MiB':>8}")
-    print(hdr)
-    print("-" * len(hdr))
-    for name in cases:
-        spec = CASES[name]
-        for d in dtypes:
-            r = (bench_conv if spec[0] == "conv" else bench_pool)(name, spec, d, args.repeats, rng)
-            for kind, label in (("fwd", "fwd"), ("fb", "fwd+bwd")):
-                fast_t = r[f"fast_{kind}"]
-                torch_t = r.get(f"torch_{kind}")
-                ratio = f"{fast_t / torch_t:10.2f}" if torch_t else f"{'-':>10}"
-                tms = f"{torch_t * 1e3:9.2f}" if torch_t else f"{'-':>9}"
-                if spec[0] == "conv":
-                    rate = r[f"gflop_{kind}"]
-                    rate_s = f"{rate:9.1f} GFLOP/s"
-                    peak_s = f"{100 * rate / peaks[d.name]:5.0f}%"
-                else:
-                    rate_s = f"{r[f'gbs_{kind}']:12.1f} GB/s"
-                    peak_s = f"{'':6}"
-                print(f"{name:4} {d.name:7} {label:7} {r[f'naive_{kind}'] * 1e3:10.1f} {fast_t * 1e3:9.2f} {tms} "
-                      f"{ratio} {r[f'naive_{kind}'] / fast_t:10.0f} {rate_s:>16} {peak_s} "
-                      f"{r['mem'] / 2**20 if kind == 'fb' else float('nan'):8.1f}")
-            results.append({"case": name, "dtype": d.name, **r})
-    if limiter is not None:
-        limiter.restore_original_limits()
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "results": results}, fh, indent=1)
-        print(f"wrote {args.json}")
-    return 0
+    return H.run_configurations(argv, args.config, one)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ The fast path relies on them: a kernel only ever sees arguments that passed here
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -121,16 +122,47 @@ def check_real(name: str, value, low=None, high=None, low_open=False, high_open=
     return value
 
 
-def check_params(name: str, params, required=(), optional=None) -> dict:
-    """``params`` is a mapping holding every key in ``required``; returns a plain dict."""
+def check_params(name: str, params, required=(), optional=None, allowed=None) -> dict:
+    """``params`` is a mapping holding every key in ``required`` and no other key.
+
+    The valid keys are ``required``, the keys of ``optional`` (defaults filled
+    in) and ``allowed`` (accepted, no default); an unknown key (a misspelt
+    ``'padd'``) is a ValueError listing the valid ones. Returns a plain dict.
+    """
     if not isinstance(params, Mapping):
         raise TypeError(f"{name} must be a dict, got {type(params).__name__}")
     missing = [k for k in required if k not in params]
     if missing:
         raise ValueError(f"{name} is missing key(s) {missing}; it has {sorted(map(str, params))}")
+    valid = [*required, *(optional or {}), *(allowed or ())]
+    unknown = [k for k in params if k not in valid]
+    if unknown:
+        raise ValueError(f"{name} has unknown key(s) {sorted(unknown, key=str)}; "
+                         f"the valid keys are {valid}")
     out = dict(optional or {})
     out.update(params)
     return out
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory (2**40 where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 2**40
+
+
+# A layer whose output or padded input would need more bytes than this is refused before any allocation.
+MEMORY_BOUND = physical_memory()
+
+
+def check_memory(layer: str, what: str, shape, itemsize: int, pad: int, param: str) -> None:
+    """ValueError naming the pad and the bytes when an array of ``shape`` would exceed :data:`MEMORY_BOUND`."""
+    nbytes = int(np.prod([int(n) for n in shape], dtype=object)) * int(itemsize)
+    if nbytes > MEMORY_BOUND:
+        raise ValueError(f"{layer}: {param}['pad'] = {pad} makes the {what} of shape {tuple(shape)} need "
+                         f"{nbytes} bytes ({nbytes / 2**30:.1f} GiB), more than the bound of {MEMORY_BOUND} bytes "
+                         f"(this machine's memory); reduce the pad or the input size")
 
 
 def check_dout(dout, shape, dtype, layer: str) -> np.ndarray:
@@ -206,6 +238,8 @@ def conv_args(x, w, b, conv_param) -> ConvGeometry:
                          f"{H + 2 * pad}x{W + 2 * pad} (x {H}x{W}, pad {pad})")
     H_out = output_size(H, HH, stride, pad)
     W_out = output_size(W, WW, stride, pad)
+    check_memory("conv", "output", (N, F, H_out, W_out), x.itemsize, pad, "conv_param")
+    check_memory("conv", "padded input", (N, C, H + 2 * pad, W + 2 * pad), x.itemsize, pad, "conv_param")
     return ConvGeometry(N, C, H, W, F, HH, WW, stride, pad, H_out, W_out)
 
 
@@ -236,6 +270,8 @@ def pool_args(x, pool_param, layer: str = "pool") -> PoolGeometry:
                          f"{H + 2 * pad}x{W + 2 * pad} (x {H}x{W}, pad {pad})")
     H_out = output_size(H, ph, stride, pad)
     W_out = output_size(W, pw, stride, pad)
+    check_memory(layer, "output", (N, C, H_out, W_out), x.itemsize, pad, "pool_param")
+    check_memory(layer, "padded input", (N, C, H + 2 * pad, W + 2 * pad), x.itemsize, pad, "pool_param")
     return PoolGeometry(N, C, H, W, ph, pw, stride, pad, H_out, W_out)
 
 
@@ -262,7 +298,8 @@ def batchnorm_args(x, gamma, beta, bn_param, spatial: bool = False) -> dict:
         if a.shape != (D,):
             raise ValueError(f"{name} has shape {a.shape} but x of layout {layout} and shape {x.shape} "
                              f"has {D} features; expected ({D},)")
-    p = check_params("bn_param", bn_param, required=("mode",), optional={"eps": 1e-5, "momentum": 0.9})
+    p = check_params("bn_param", bn_param, required=("mode",), optional={"eps": 1e-5, "momentum": 0.9},
+                     allowed=("running_mean", "running_var"))
     if p["mode"] not in ("train", "test"):
         raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {p['mode']!r}")
     p["eps"] = check_real("bn_param['eps']", p["eps"], low=0.0, low_open=True)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from convnet import _checks
+from convnet.fast.inputs import carry_mark
 from convnet.layers import Dropout, Linear
 from convnet.losses import softmax_loss
 from convnet.sandwich import (Conv_BatchNorm_ReLU, Conv_BatchNorm_ReLU_Pool, Conv_ReLU, Conv_ReLU_Pool,
@@ -137,12 +138,16 @@ class Model:
     # -- helpers for loss()
 
     def _check_X(self, X) -> np.ndarray:
-        """X is a float ndarray of shape (N, *input_shape); returned in the model's dtype."""
+        """X is a float ndarray of shape (N, *input_shape); returned in the model's dtype.
+
+        A converted X keeps the mark of :func:`convnet.fast.network_input`, so the
+        first convolution still skips the input's gradient.
+        """
         _checks.check_array("X", X)
         if X.shape[1:] != tuple(self.input_shape) or X.shape[0] == 0:
             raise ValueError(f"X has shape {X.shape} but {type(self).__name__} expects "
                              f"(N, {', '.join(map(str, self.input_shape))}) with N >= 1")
-        return X.astype(self.dtype, copy=False)
+        return carry_mark(X, X.astype(self.dtype, copy=False))
 
     def _weight_keys(self):
         return [k for k in self.params if k.startswith("W")]

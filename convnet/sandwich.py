@@ -20,11 +20,18 @@ from a list of stages; nothing is hand-copied:
 | ``Conv_BatchNorm_ReLU_Pool`` | ``(x, w, b, gamma, beta, conv_param, bn_param, pool_param)`` | dx, dw, db, dgamma, dbeta |
 
 Convolution and pooling use the fast path (:class:`convnet.fast.FastConv`,
-:class:`convnet.fast.FastMaxPool`), as the course's sandwich layers do; the
-other stages are the naive layers of :mod:`convnet.layers`.
+:class:`convnet.fast.FastMaxPool`), as the course's sandwich layers do. Spatial
+batch norm and the ReLU after it run as one fast stage,
+:class:`convnet.fast.batchnorm.FastSpatialBatchNormReLU`, where that module is
+installed, and ReLU then max pooling as :class:`convnet.fast.fused.FastReLUMaxPool`
+(pooling first: the ReLU then covers a quarter of the data). The student starter
+leaves both out (one holds the batch-norm backward; students' sandwiches use their
+own ReLU), and there the stages are the naive :class:`~convnet.layers.SpatialBatchNorm`
+and :class:`~convnet.layers.ReLU` with :class:`~convnet.fast.FastMaxPool`.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from typing import NamedTuple
 
@@ -110,15 +117,40 @@ _POOL = Stage(FastMaxPool, (), ("pool_param",))
 _BN = Stage(BatchNorm, ("gamma", "beta"), ("bn_param",))
 _SBN = Stage(SpatialBatchNorm, ("gamma", "beta"), ("bn_param",))
 
+
+def _fast_batchnorm_relu():
+    """The fused fast spatial batch norm + ReLU stage, or None where its module is absent (the starter)."""
+    if importlib.util.find_spec("convnet.fast.batchnorm") is None:
+        return None
+    from convnet.fast.batchnorm import FastSpatialBatchNormReLU
+
+    return Stage(FastSpatialBatchNormReLU, ("gamma", "beta"), ("bn_param",))
+
+
+def _fast_relu_pool():
+    """The fused ReLU + max pool stage, or None where its module is absent (the starter)."""
+    if importlib.util.find_spec("convnet.fast.fused") is None:
+        return None
+    from convnet.fast.fused import FastReLUMaxPool
+
+    return Stage(FastReLUMaxPool, (), ("pool_param",))
+
+
+_SBN_RELU = _fast_batchnorm_relu()
+_RELU_POOL = _fast_relu_pool()
+# Spatial batch norm then ReLU, ReLU then max pool: one fused stage each when the fast ones exist.
+_CONV_BN_RELU = (_CONV, _SBN_RELU) if _SBN_RELU is not None else (_CONV, _SBN, _RELU)
+_RELU_THEN_POOL = (_RELU_POOL,) if _RELU_POOL is not None else (_RELU, _POOL)
+
 Linear_ReLU = _sandwich("Linear_ReLU", _LINEAR, _RELU,
                         doc="Linear followed by ReLU; x (N, d_1, ..., d_k), w (D, M), b (M,).")
 Conv_ReLU = _sandwich("Conv_ReLU", _CONV, _RELU,
                       doc="Convolution followed by ReLU; x (N, C, H, W), w (F, C, HH, WW), b (F,).")
-Conv_ReLU_Pool = _sandwich("Conv_ReLU_Pool", _CONV, _RELU, _POOL,
+Conv_ReLU_Pool = _sandwich("Conv_ReLU_Pool", _CONV, *_RELU_THEN_POOL,
                            doc="Convolution, ReLU, then max pooling.")
 Linear_BatchNorm_ReLU = _sandwich("Linear_BatchNorm_ReLU", _LINEAR, _BN, _RELU,
                                   doc="Linear, batch norm over (N, M), then ReLU; gamma, beta (M,).")
-Conv_BatchNorm_ReLU = _sandwich("Conv_BatchNorm_ReLU", _CONV, _SBN, _RELU,
+Conv_BatchNorm_ReLU = _sandwich("Conv_BatchNorm_ReLU", *_CONV_BN_RELU,
                                 doc="Convolution, spatial batch norm, then ReLU; gamma, beta (F,).")
-Conv_BatchNorm_ReLU_Pool = _sandwich("Conv_BatchNorm_ReLU_Pool", _CONV, _SBN, _RELU, _POOL,
+Conv_BatchNorm_ReLU_Pool = _sandwich("Conv_BatchNorm_ReLU_Pool", *_CONV_BN_RELU, _POOL,
                                      doc="Convolution, spatial batch norm, ReLU, then max pooling.")

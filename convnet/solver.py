@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from convnet import _checks, optim
+from convnet.fast.inputs import network_input
 
 __all__ = ["Solver"]
 
@@ -185,7 +186,9 @@ class Solver:
     def _step(self):
         """One gradient update on one minibatch."""
         X_batch, y_batch = self._next_batch()
-        loss, grads = self.model.loss(X_batch, y_batch)
+        # Nothing reads the minibatch's gradient: the first FastConv skips it.
+        with network_input(X_batch):
+            loss, grads = self.model.loss(X_batch, y_batch)
         loss = float(loss)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss} at iteration {len(self.loss_history)}; "

@@ -18,9 +18,9 @@ def test_conv_geometry_non_square():
     assert all(type(v) is int for v in g)
 
 
-def test_conv_accepts_numpy_integers_and_extra_keys():
+def test_conv_accepts_numpy_integers():
     g = _checks.conv_args(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2)), np.zeros(1),
-                          {"stride": np.int64(2), "pad": np.int32(0), "note": "ignored"})
+                          {"stride": np.int64(2), "pad": np.int32(0)})
     assert (g.stride, g.pad, g.H_out) == (2, 0, 2)
 
 

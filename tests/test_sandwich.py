@@ -142,7 +142,7 @@ def test_argument_errors_are_clear():
         sandwich.Conv_ReLU_Pool.forward(x[:, :1], w, b, conv_param, pool_param)
     out, cache = sandwich.Conv_ReLU_Pool.forward(x, w, b, conv_param, pool_param)
     with pytest.raises(TypeError, match="Conv_ReLU_Pool.backward"):
-        sandwich.Conv_ReLU_Pool.backward(out, cache[:2])
+        sandwich.Conv_ReLU_Pool.backward(out, cache[:-1])
     _, other = sandwich.Conv_ReLU.forward(x, w, b, conv_param)
     with pytest.raises((TypeError, ValueError)):
         sandwich.Conv_ReLU_Pool.backward(out, (*other, None))

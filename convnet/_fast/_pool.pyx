@@ -12,11 +12,12 @@ dtype, outputs of the ``output_size`` of ``_window.pxd`` (>= 1), ph <= H + 2*pad
 2*pad <= min(ph, pw) (so every window holds a real element), and for the
 backward pass 0 <= argmax < H*W.
 """
-from cython.parallel import prange
+import numpy as np
+from cython.parallel import prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 
-from convnet._fast._window cimport window_span
+from convnet._fast._window cimport tap_span, window_span
 
 
 cdef inline void _maxpool_plane(const floating* x, floating* out, int* argmax,
@@ -90,14 +91,16 @@ def maxpool_backward(const floating[:, ::1] dout, const int[:, ::1] argmax, floa
             _maxpool_back_plane(&dout[p, 0], &argmax[p, 0], &dx[p, 0], Q, HW)
 
 
-cdef inline void _avgpool_plane(const floating* x, floating* out,
+cdef inline void _avgpool_plane(const floating* x, floating* out, floating* rs,
                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t H_out, Py_ssize_t W_out,
                                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
-    cdef Py_ssize_t i, j, h, w, hs, he, ws, we
+    # rs: scratch of H*W_out elements.
+    cdef Py_ssize_t i, j, h, w, kh, hs, he, ws, we
     cdef floating acc
     cdef floating scale = 1.0 / (ph * pw)
     cdef const floating* r0
     cdef const floating* r1
+    cdef floating* o
     if ph == 2 and pw == 2 and stride == 2 and pad == 0:
         # The common 2x2/2 window with constant offsets: gcc vectorises this loop.
         for i in range(H_out):
@@ -106,15 +109,70 @@ cdef inline void _avgpool_plane(const floating* x, floating* out,
             for j in range(W_out):
                 out[i * W_out + j] = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) * scale
         return
+    if (stride >= ph or H_out == 1) and (stride >= pw or W_out == 1):
+        # Windows that do not overlap: each element is read at most once, summed directly.
+        for i in range(H_out):
+            window_span(i, ph, stride, pad, H, &hs, &he)
+            for j in range(W_out):
+                window_span(j, pw, stride, pad, W, &ws, &we)
+                acc = 0
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        acc = acc + x[h * W + w]
+                out[i * W_out + j] = acc * scale
+        return
+    # Overlapping windows, separable: rs[h, j] sums row h over window column j, then out[i, j] sums
+    # rs over window row i (ph + pw additions per output instead of ph * pw). Each pass runs over
+    # contiguous runs of j per window tap, which gcc vectorises.
+    for h in range(H):
+        _row_window_sums(x + h * W, rs + h * W_out, W, W_out, pw, stride, pad)
     for i in range(H_out):
-        window_span(i, ph, stride, pad, H, &hs, &he)
+        o = out + i * W_out
         for j in range(W_out):
-            window_span(j, pw, stride, pad, W, &ws, &we)
-            acc = 0
-            for h in range(hs, he):
-                for w in range(ws, we):
-                    acc = acc + x[h * W + w]
-            out[i * W_out + j] = acc * scale
+            o[j] = 0
+        for kh in range(ph):
+            h = i * stride - pad + kh
+            if 0 <= h < H:
+                r0 = rs + h * W_out
+                for j in range(W_out):
+                    o[j] += r0[j]
+        for j in range(W_out):
+            o[j] *= scale
+
+
+cdef inline void _row_window_sums(const floating* row, floating* r, Py_ssize_t W, Py_ssize_t W_out, Py_ssize_t pw,
+                                  Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+    # r[j] = sum of row over window j's real columns.
+    cdef Py_ssize_t j, kw, jlo, jhi
+    cdef const floating* src
+    for j in range(W_out):
+        r[j] = 0
+    for kw in range(pw):
+        jlo, jhi = tap_span(kw, stride, pad, W, W_out)
+        src = row + jlo * stride - pad + kw
+        if stride == 1:
+            for j in range(jhi - jlo):
+                r[jlo + j] += src[j]
+        else:
+            for j in range(jhi - jlo):
+                r[jlo + j] += src[j * stride]
+
+
+cdef inline void _row_window_spread(const floating* r, floating* row, Py_ssize_t W, Py_ssize_t W_out,
+                                    Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+    # The adjoint of _row_window_sums: row (overwritten) gets r[j] at every real column of window j.
+    cdef Py_ssize_t j, kw, jlo, jhi
+    cdef floating* dst
+    memset(row, 0, W * sizeof(floating))
+    for kw in range(pw):
+        jlo, jhi = tap_span(kw, stride, pad, W, W_out)
+        dst = row + jlo * stride - pad + kw
+        if stride == 1:
+            for j in range(jhi - jlo):
+                dst[j] += r[jlo + j]
+        else:
+            for j in range(jhi - jlo):
+                dst[j * stride] += r[jlo + j]
 
 
 def avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
@@ -123,16 +181,25 @@ def avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
     cdef Py_ssize_t p
+    cdef floating[:, ::1] scratch = _scratch(x[0, 0, 0], nthreads, H * W_out)
     with nogil:
         for p in prange(P, schedule="static", num_threads=nthreads):
-            _avgpool_plane(&x[p, 0, 0], &out[p, 0, 0], H, W, H_out, W_out, ph, pw, stride, pad)
+            _avgpool_plane(&x[p, 0, 0], &out[p, 0, 0], &scratch[threadid(), 0], H, W, H_out, W_out,
+                           ph, pw, stride, pad)
 
 
-cdef inline void _avgpool_back_plane(const floating* dout, floating* dx,
+cdef _scratch(floating like, int nthreads, Py_ssize_t n):
+    # One row of n elements per thread, for the separable average pool's row sums.
+    return np.empty((max(nthreads, 1), max(n, 1)), dtype=np.float32 if floating is float else np.float64)
+
+
+cdef inline void _avgpool_back_plane(const floating* dout, floating* dx, floating* drs,
                                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t H_out, Py_ssize_t W_out,
                                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride,
                                      Py_ssize_t pad) noexcept nogil:
-    cdef Py_ssize_t i, j, h, w, hs, he, ws, we, kh, kw
+    # drs: scratch of H*W_out elements.
+    cdef Py_ssize_t i, j, h, w, kh, kw, hs, he, ws, we
+    cdef const floating* d
     cdef floating g
     cdef floating scale = 1.0 / (ph * pw)
     cdef floating* d0
@@ -169,15 +236,30 @@ cdef inline void _avgpool_back_plane(const floating* dout, floating* dx,
             for w in range(W):
                 dx[h * W + w] = 0
         return
-    memset(dx, 0, H * W * sizeof(floating))
+    if (stride >= ph or H_out == 1) and (stride >= pw or W_out == 1):
+        # Windows that do not overlap: each element receives from at most one window.
+        memset(dx, 0, H * W * sizeof(floating))
+        for i in range(H_out):
+            window_span(i, ph, stride, pad, H, &hs, &he)
+            for j in range(W_out):
+                window_span(j, pw, stride, pad, W, &ws, &we)
+                g = dout[i * W_out + j] * scale
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        dx[h * W + w] = g
+        return
+    # Overlapping windows, separable, the adjoint of the forward pass: drs[h, j] gathers dout over the window rows
+    # that hold h, then each row of dx gets drs spread over the window columns.
+    memset(drs, 0, H * W_out * sizeof(floating))
     for i in range(H_out):
-        window_span(i, ph, stride, pad, H, &hs, &he)
-        for j in range(W_out):
-            window_span(j, pw, stride, pad, W, &ws, &we)
-            g = dout[i * W_out + j] * scale
-            for h in range(hs, he):
-                for w in range(ws, we):
-                    dx[h * W + w] += g
+        d = dout + i * W_out
+        for kh in range(ph):
+            h = i * stride - pad + kh
+            if 0 <= h < H:
+                for j in range(W_out):
+                    drs[h * W_out + j] += d[j] * scale
+    for h in range(H):
+        _row_window_spread(drs + h * W_out, dx + h * W, W, W_out, pw, stride, pad)
 
 
 def avgpool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
@@ -186,6 +268,8 @@ def avgpool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
     cdef Py_ssize_t P = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
     cdef Py_ssize_t H_out = dout.shape[1], W_out = dout.shape[2]
     cdef Py_ssize_t p
+    cdef floating[:, ::1] scratch = _scratch(dout[0, 0, 0], nthreads, H * W_out)
     with nogil:
         for p in prange(P, schedule="static", num_threads=nthreads):
-            _avgpool_back_plane(&dout[p, 0, 0], &dx[p, 0, 0], H, W, H_out, W_out, ph, pw, stride, pad)
+            _avgpool_back_plane(&dout[p, 0, 0], &dx[p, 0, 0], &scratch[threadid(), 0], H, W, H_out, W_out,
+                                ph, pw, stride, pad)

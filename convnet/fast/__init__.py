@@ -38,25 +38,44 @@ CONVNET_COLUMN_BUDGET=<bytes>
     Initial column-buffer budget for the convolution (default 64 MiB).
 OMP_NUM_THREADS=<n>
     Default thread count (otherwise the number of usable CPUs).
+CONVNET_CPU_VARIANT=baseline|x86-64-v3|x86-64-v4
+    Use this build of the compiled kernels instead of the CPU's best.
 
 Attributes
 ----------
 HAVE_CYTHON : bool
     True when the compiled kernels are in use.
+CPU_VARIANT : str or None
+    Which build of the compiled kernels runs: 'baseline', 'x86-64-v3' (AVX2,
+    FMA) or 'x86-64-v4' (AVX-512), chosen at import from the CPU's features
+    (``CONVNET_CPU_VARIANT`` overrides); None on the numpy fallback.
 CONV_ALGORITHMS : tuple of str
     The values :func:`set_conv_algorithm` accepts.
 """
-from convnet.fast._backend import HAVE_CYTHON
+import importlib.util
+
+from convnet.fast._backend import CPU_VARIANT, HAVE_CYTHON
 from convnet.fast._config import (CONV_ALGORITHMS, config, get_column_budget, get_config, get_conv_algorithm,
                                   get_num_threads, set_column_budget, set_conv_algorithm, set_num_threads)
 from convnet.fast.conv import FastConv
 from convnet.fast.conv_im2col import col2im, im2col
+from convnet.fast.inputs import network_input
 from convnet.fast.pool import FastAvgPool, FastMaxPool
 
 __all__ = [
-    "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON",
+    "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON", "CPU_VARIANT",
     "config", "get_config",
     "set_num_threads", "get_num_threads", "set_column_budget", "get_column_budget",
     "set_conv_algorithm", "get_conv_algorithm", "CONV_ALGORITHMS",
-    "im2col", "col2im",
+    "im2col", "col2im", "network_input",
 ]
+
+# Not in the student starter: the fast spatial batch norm (it holds the batch-norm backward), the fused ReLU.
+if importlib.util.find_spec("convnet.fast.batchnorm") is not None:
+    from convnet.fast.batchnorm import FastSpatialBatchNorm, FastSpatialBatchNormReLU  # noqa: F401
+
+    __all__ += ["FastSpatialBatchNorm", "FastSpatialBatchNormReLU"]
+if importlib.util.find_spec("convnet.fast.fused") is not None:
+    from convnet.fast.fused import FastReLUMaxPool  # noqa: F401
+
+    __all__ += ["FastReLUMaxPool"]

@@ -16,11 +16,13 @@ class _FastCache:
 class ConvCache(_FastCache):
     """What :meth:`FastConv.forward` keeps: the inputs; backward recomputes the columns."""
 
-    __slots__ = ("x", "w", "b", "conv_param")
+    __slots__ = ("x", "w", "b", "conv_param", "need_dx")
 
-    def __init__(self, x, w, b, conv_param):
+    def __init__(self, x, w, b, conv_param, need_dx=True):
         self.layer = "FastConv"
         self.x, self.w, self.b, self.conv_param = x, w, b, conv_param
+        # False for a network's input (convnet.fast.inputs): backward returns None for dx.
+        self.need_dx = need_dx
 
 
 class MaxPoolCache(_FastCache):

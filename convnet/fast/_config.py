@@ -39,14 +39,14 @@ __all__ = ["Settings", "config", "get_config", "settings", "CONV_ALGORITHMS", "s
 PUREPYTHON = flag("CONVNET_PUREPYTHON")
 REQUIRE_CYTHON = flag("CONVNET_REQUIRE_CYTHON")
 
-CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4")
+CONV_ALGORITHMS = ("auto", "im2col", "pointwise", "winograd", "winograd2", "winograd4")
 
 # Bounds the convolution's extra memory whatever the batch size (benchmarks/README.md: chunk sizes).
 DEFAULT_COLUMN_BUDGET = 64 * 2**20
 # The conv kernels run between BLAS calls: OpenMP workers spinning after a prange would fight BLAS's threads.
 CONV_KERNEL_THREADS = 1
-# Below this many elements a pooling kernel runs on one thread: waking a second costs more than the work.
-PARALLEL_MIN_WORK = 1 << 16
+# Below this many elements a pooling or batch-norm layer runs on one thread: waking a second costs more than the work.
+PARALLEL_MIN_WORK = 1 << 22
 # Below this many multiply-adds (forward) splitting the batch across threads costs more than it saves.
 SPLIT_MIN_WORK = 1 << 24
 # Thin layers (C*HH*WW up to this) run per-image backward GEMMs on dout as it lies, not on a transposed copy.
@@ -83,8 +83,9 @@ class Settings:
     Attributes
     ----------
     num_threads : int >= 1
-        Threads for the pooling kernels (OpenMP) and for a convolution's batch
-        split (one-thread BLAS each; needs threadpoolctl).
+        Threads for the pooling and batch-norm layers (planes or channels split
+        between them) and for a convolution's batch split (one-thread BLAS
+        each; needs threadpoolctl). 1: no thread is ever started.
     column_budget : int >= 1
         Bytes the convolution's per-chunk buffers may hold in one call.
     conv_algorithm : str
@@ -93,7 +94,7 @@ class Settings:
         OpenMP threads inside the convolution's kernels (im2col, col2im, the
         Winograd transforms). Tuning, as the settings below: for tests and benchmarks.
     parallel_min_work : int >= 0
-        Elements from which a pooling kernel uses ``num_threads`` threads.
+        Elements from which a pooling or batch-norm layer uses ``num_threads`` threads.
     split_batch : bool
         Whether a convolution may split its batch across threads at all.
     split_min_work : int >= 0
@@ -234,10 +235,12 @@ def set_num_threads(n=None) -> int:
     Parameters
     ----------
     n : int >= 0 or None
-        Thread count for the pooling kernels (OpenMP) and for the convolution,
-        which splits a large enough batch into ``n`` parts run on ``n`` threads,
-        each with single-threaded BLAS (through threadpoolctl, for the duration
-        of the call; without threadpoolctl the batch is not split). ``None`` or
+        Thread count for the pooling and batch-norm layers (their planes or
+        channels split between ``n`` threads) and for the convolution, which
+        splits a large enough batch into parts claimed by ``n`` threads, each
+        with single-threaded BLAS (through threadpoolctl, for the duration of
+        the call; without threadpoolctl the batch is not split). With ``n = 1``
+        no thread is ever started. ``None`` or
         ``0`` restores the default: ``OMP_NUM_THREADS`` if set at import, else
         the number of usable CPUs. numpy's BLAS thread count outside the
         convolution is not affected (use ``threadpoolctl`` for it).
@@ -282,15 +285,23 @@ def set_conv_algorithm(name: str) -> str:
 
     Parameters
     ----------
-    name : {'auto', 'im2col', 'winograd', 'winograd2', 'winograd4'}
-        ``'im2col'``: im2col + GEMM for every layer. ``'winograd2'`` /
+    name : {'auto', 'im2col', 'pointwise', 'winograd', 'winograd2', 'winograd4'}
+        ``'im2col'``: im2col + GEMM for every layer. ``'pointwise'``: 1x1
+        layers without padding as GEMMs on x as it lies (no im2col), im2col for
+        the others. ``'winograd2'`` /
         ``'winograd4'``: Winograd F(2x2, 3x3) / F(4x4, 3x3) for every 3x3
         stride-1 layer (any padding), im2col for the others. ``'winograd'``:
         of those two, the one with fewer multiplications for the layer's output
         size (F(4x4, 3x3) unless partial edge tiles waste more than it saves).
-        ``'auto'`` (default): ``'winograd'`` for 3x3 stride-1 layers with at
-        least 16 input and 16 output channels when the compiled kernels are in
-        use, im2col otherwise.
+        ``'auto'`` (default): ``'pointwise'`` for 1x1 layers without padding;
+        for 3x3 stride-1 layers with at least 16 input and 16 output channels,
+        when the compiled kernels are in use, ``'winograd'`` but F(4x4, 3x3)
+        only on output maps of at least 16x16; im2col otherwise.
+
+    The measured rounding of F(4x4, 3x3) in float32 grows through batch norm's
+    backward (its mean subtraction cancels): in a DeepConvNet step the filter
+    gradients of the layers below an F(4x4) layer came out 1e-4 to 2e-3 off in
+    float32, against about 1e-6 with F(2x2) or im2col (benchmarks/README.md).
 
     Notes
     -----

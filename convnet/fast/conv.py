@@ -3,6 +3,7 @@
 Algorithms, each an object with one predicate ``is_usable_for(geometry)``:
 
 - :data:`~convnet.fast.conv_im2col.IM2COL`: im2col + GEMM, any layer;
+- :data:`~convnet.fast.conv_pointwise.POINTWISE`: 1x1 layers without padding, GEMMs on x as it lies;
 - :data:`~convnet.fast.conv_winograd.WINOGRAD4`, :data:`~convnet.fast.conv_winograd.WINOGRAD2`:
   Winograd F(4x4, 3x3) and F(2x2, 3x3), 3x3 stride-1 layers.
 
@@ -19,32 +20,43 @@ from convnet.fast import _config, parallel
 from convnet.fast._backend import HAVE_CYTHON
 from convnet.fast._caches import ConvCache, check_fast_cache
 from convnet.fast.conv_im2col import IM2COL
+from convnet.fast.conv_pointwise import POINTWISE
 from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
+from convnet.fast.inputs import is_network_input
 
-__all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS"]
+__all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE"]
 
 # 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
+# 'auto' takes F(4x4) only on output maps this large both ways: on 8x8 and 14x14 maps F(2x2) runs faster
+# (benchmarks/README.md) and, with 9x smaller transform coefficients, rounds less.
+WINOGRAD4_MIN_SIZE = 16
 
 
 def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON) -> tuple:
     """The algorithms to try for layer ``g`` under the ``conv_algorithm`` setting, most preferred first.
 
-    ``'im2col'``: im2col only. ``'winograd2'``, ``'winograd4'``: that Winograd,
+    ``'im2col'``: im2col only. ``'pointwise'``: the 1x1 GEMMs where usable,
+    then im2col. ``'winograd2'``, ``'winograd4'``: that Winograd,
     then im2col. ``'winograd'``: the Winograd with fewer multiplications for
     this output size (a tie goes to F(2x2, 3x3), the more accurate), the other,
-    then im2col. ``'auto'``: as ``'winograd'`` with the compiled kernels and at
-    least :data:`WINOGRAD_MIN_CHANNELS` input and output channels, else im2col.
+    then im2col. ``'auto'``: the 1x1 GEMMs for 1x1 layers without padding; with the compiled kernels and at least
+    :data:`WINOGRAD_MIN_CHANNELS` input and output channels, as ``'winograd'``
+    but F(4x4) only on output maps of at least :data:`WINOGRAD4_MIN_SIZE` both
+    ways; else im2col.
     """
     if setting == "im2col":
         return (IM2COL,)
+    if setting == "pointwise" or (setting == "auto" and POINTWISE.is_usable_for(g)):
+        return (POINTWISE, IM2COL)
     if setting == "winograd2":
         return (WINOGRAD2, IM2COL)
     if setting == "winograd4":
         return (WINOGRAD4, IM2COL)
     if setting == "auto" and not (have_cython and min(g.C, g.F) >= WINOGRAD_MIN_CHANNELS):
         return (IM2COL,)
-    if WINOGRAD4.multiplies(g) < WINOGRAD2.multiplies(g):
+    small = setting == "auto" and min(g.H_out, g.W_out) < WINOGRAD4_MIN_SIZE
+    if WINOGRAD4.multiplies(g) < WINOGRAD2.multiplies(g) and not small:
         return (WINOGRAD4, WINOGRAD2, IM2COL)
     return (WINOGRAD2, WINOGRAD4, IM2COL)
 
@@ -55,9 +67,17 @@ def choose(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHO
 
 
 def _plan(g):
-    """(settings, algorithm, batch parts) for one call: one snapshot of the settings decides all three."""
+    """(settings, algorithm, batch parts, limit BLAS) for one call: one snapshot of the settings decides all.
+
+    BLAS runs on one thread when the batch is split (the parts are the
+    parallelism) and for small layers (its threads do not pay there, and on a
+    busy machine a descheduled one stalls the GEMM); a large layer with fewer
+    images than threads keeps BLAS's threads, its parallelism within the image.
+    """
     s = _config.settings()
-    return s, choose(g, s.conv_algorithm), parallel.batch_parts(g, s)
+    parts = parallel.batch_parts(g, s)
+    limit = len(parts) > 1 or (s.split_batch and parallel.small_work(g, s))
+    return s, choose(g, s.conv_algorithm), parts, limit
 
 
 class FastConv:
@@ -84,13 +104,15 @@ class FastConv:
             Accepted only by :meth:`FastConv.backward`.
         """
         g = _checks.conv_args(x, w, b, conv_param)
-        cache = ConvCache(x, w, b, {"stride": g.stride, "pad": g.pad})
-        s, algo, parts = _plan(g)
+        cache = ConvCache(x, w, b, {"stride": g.stride, "pad": g.pad}, need_dx=not is_network_input(x))
+        s, algo, parts, limit = _plan(g)
         x = np.ascontiguousarray(x)
         bvec = np.ascontiguousarray(b)
         operand = algo.filter_operand(np.ascontiguousarray(w), g)
         out = np.empty((g.N, g.F, g.H_out, g.W_out), dtype=x.dtype)
-        parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, len(parts), s), parts)
+        share = min(s.num_threads, len(parts))
+        parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, share, s), parts,
+                           workers=share - 1, limit_blas=limit)
         return out, cache
 
     @staticmethod
@@ -105,7 +127,9 @@ class FastConv:
 
         Returns
         -------
-        dx : ndarray of shape (N, C, H, W)
+        dx : ndarray of shape (N, C, H, W), or None
+            None when forward's x was a network's input marked by
+            :func:`convnet.fast.network_input` (nothing needs its gradient).
         dw : ndarray of shape (F, C, HH, WW)
         db : ndarray of shape (F,)
         """
@@ -114,16 +138,23 @@ class FastConv:
         # Re-validate: the cache is a plain object a caller could have edited.
         g = _checks.conv_args(x, w, b, cache.conv_param)
         dout = _checks.check_dout(dout, (g.N, g.F, g.H_out, g.W_out), x.dtype, "FastConv")
-        s, algo, parts = _plan(g)
+        s, algo, parts, limit = _plan(g)
         x = np.ascontiguousarray(x)
         dout = np.ascontiguousarray(dout)
         operand = algo.backward_operand(np.ascontiguousarray(w), g)
-        dx = np.empty(x.shape, dtype=x.dtype)
+        dx = np.empty(x.shape, dtype=x.dtype) if cache.need_dx else None
+
+        share = min(s.num_threads, len(parts))
 
         def part(lo, hi):
-            # Each thread sums its own images' dout for db: less serial work on the calling thread.
-            return (algo.backward(x, operand, dout, dx, g, lo, hi, len(parts), s),
-                    dout[lo:hi].sum(axis=(0, 2, 3)))
+            # Each part sums its own images' dout for db: less serial work on the calling thread.
+            return [algo.backward(x, operand, dout, dx, g, lo, hi, share, s), dout[lo:hi].sum(axis=(0, 2, 3))]
 
-        dws, dbs = zip(*parallel.run_parts(part, parts))
-        return dx, algo.filter_gradient(sum(dws), w.shape), sum(dbs)
+        def fold(acc, r):
+            acc[0] += r[0]
+            acc[1] += r[1]
+            return acc
+
+        # Folded in part order: the same sums whichever thread ran which part.
+        dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=limit)
+        return dx, algo.filter_gradient(dw, w.shape), db

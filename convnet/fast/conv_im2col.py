@@ -140,27 +140,32 @@ class Im2col:
             _backend.bias_transpose(res.reshape(g.F, m, P), b, out[n0:n0 + m])
 
     def backward(self, x, wmat, dout, dx, g, lo, hi, share, s):
-        """dx[lo:hi] (overwritten); returns images lo:hi's share of dw, shape (F, C*HH*WW)."""
+        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, C*HH*WW)."""
         K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
         d3 = dout.reshape(g.N, g.F, P)
         dw = np.zeros((g.F, K), dtype=x.dtype)
         dwT = dw.T  # the long GEMM below runs faster producing dw^T
         nb = min(chunk_size(g, x.itemsize, s.column_budget, buffers=2 * share), hi - lo)
         buf = np.empty(K * nb * P, dtype=x.dtype)
-        dbuf = np.empty(K * nb * P, dtype=x.dtype)
+        dbuf = np.empty(K * nb * P, dtype=x.dtype) if dx is not None else None
         for n0 in range(lo, hi, nb):
             m = min(nb, hi - n0)
             cols = buf[:K * m * P].reshape(K, m * P)
             _backend.im2col_into(x[n0:n0 + m], cols.reshape(K, m, P), g.HH, g.WW, g.stride, g.pad,
                                  s.conv_kernel_threads)
-            dcols = dbuf[:K * m * P].reshape(K, m * P)
             if K <= s.per_image_gemm_max_k:
                 # Per-image GEMMs on dout as it lies: no transposed copy of it.
                 dw += np.matmul(d3[n0:n0 + m], cols.reshape(K, m, P).transpose(1, 2, 0)).sum(axis=0)
+                if dx is None:
+                    continue
+                dcols = dbuf[:K * m * P].reshape(K, m * P)
                 np.matmul(wmat.T, d3[n0:n0 + m], out=dcols.reshape(K, m, P).transpose(1, 0, 2))
             else:
                 dmat = np.ascontiguousarray(d3[n0:n0 + m].transpose(1, 0, 2)).reshape(g.F, m * P)
                 dwT += np.matmul(cols, dmat.T)
+                if dx is None:
+                    continue
+                dcols = dbuf[:K * m * P].reshape(K, m * P)
                 np.matmul(wmat.T, dmat, out=dcols)
             # dx is overwritten: the kernel zeroes each plane just before accumulating into it.
             _backend.col2im_into(dcols.reshape(K, m, P), dx[n0:n0 + m], g.HH, g.WW, g.stride, g.pad,

@@ -116,7 +116,7 @@ class Winograd:
             _backend.winograd_output(M, b, out[n0:n0 + m], tH, tW, nt, m_tile)
 
     def backward(self, x, Ut, dout, dx, g, lo, hi, share, s):
-        """dx[lo:hi] (overwritten); returns images lo:hi's share of ``dU`` (nk, F, C).
+        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of ``dU`` (nk, F, C).
 
         Per chunk: dM = A dY A^T and the input tiles V; dU += dM V^T;
         dV = U^T dM, whose input adjoint is dx. (Keeping several chunks' tiles
@@ -131,6 +131,8 @@ class Winograd:
             # The tiles laid out (P, C) make dM @ VT an NN GEMM, faster than dM @ V^T.
             _backend.winograd_input(x[n0:n0 + m], VT, g.pad, tH, tW, nt, m_tile, True)
             dU += np.matmul(dM, VT, out=part)
+            if dx is None:
+                continue
             np.matmul(Ut, dM, out=V)  # the tiles are used up: their memory takes their gradient
             _backend.winograd_input_adjoint(V, dx[n0:n0 + m], g.pad, tH, tW, nt, m_tile)
         return dU

@@ -1,25 +1,38 @@
-"""Threads for the fast layers: a convolution's batch split across threads, the pooling kernels' count.
+"""Threads for the fast layers: a convolution's batch, the pooling planes, the batch-norm channels.
 
-A convolution with enough work splits its batch into ``num_threads``
-contiguous parts. Each part runs the whole pipeline (im2col or the Winograd
-transforms, the GEMMs, col2im) on its own thread while numpy's BLAS is
+A convolution with enough work splits its batch into contiguous parts,
+:data:`PARTS_PER_THREAD` per thread. Each part runs the whole pipeline
+(im2col or the Winograd transforms, the GEMMs, col2im) on whichever of the
+``num_threads`` threads claims it (:func:`run_parts`) while numpy's BLAS is
 limited to one thread through threadpoolctl: BLAS's own threads gain little
 on chunk-sized GEMMs, and their spinning workers slow the kernels between
-them (see benchmarks/README.md). Each part gets an equal share of the column
-budget. Without threadpoolctl the batch is not split. The pooling kernels
-split their planes across OpenMP threads instead (:func:`kernel_threads`).
+them (see benchmarks/README.md). Each thread gets an equal share of the
+column budget. Without threadpoolctl the batch is not split. The pooling and
+batch-norm kernels split their planes or channels the same way
+(:func:`run_split`); the kernels themselves run on one thread each.
+
+Parts are claimed, not assigned: the calling thread works too and never
+waits for a worker that has not started, so on a busy machine (more runnable
+threads than cores) a descheduled worker delays a call by at most the part it
+holds, where OpenMP's barrier waited for it whole time slices. With
+``num_threads=1`` no thread is ever started.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["kernel_threads", "batch_parts", "blas_controller", "run_parts"]
+__all__ = ["kernel_threads", "batch_parts", "small_work", "blas_controller", "run_parts", "split", "run_split",
+           "PARTS_PER_THREAD"]
+
+# Parts per thread: a thread that is descheduled leaves its unclaimed parts to the others.
+PARTS_PER_THREAD = 4
 
 
 def kernel_threads(work: int, s) -> int:
-    """OpenMP threads for a pooling kernel over ``work`` elements under the settings ``s``."""
+    """Threads for a pooling or batch-norm kernel over ``work`` elements under the settings ``s``."""
     return s.num_threads if work >= s.parallel_min_work else 1
 
 
@@ -58,6 +71,11 @@ def blas_controller():
     return _WORKERS.blas
 
 
+def small_work(g, s) -> bool:
+    """A convolution below ``split_min_work``: too small for threads, BLAS's included."""
+    return g.N * g.F * g.H_out * g.W_out * g.C * g.HH * g.WW < s.split_min_work
+
+
 def batch_parts(g, s) -> list:
     """``[(lo, hi), ...]``: contiguous slices of the batch, one per thread (one slice: no split).
 
@@ -68,20 +86,86 @@ def batch_parts(g, s) -> list:
         ``num_threads``, ``split_batch`` and ``split_min_work`` decide.
     """
     nthreads = min(s.num_threads, g.N)
-    work = g.N * g.F * g.H_out * g.W_out * g.C * g.HH * g.WW
-    if not s.split_batch or nthreads < 2 or work < s.split_min_work or not blas_controller():
+    if not s.split_batch or nthreads < 2 or small_work(g, s) or not blas_controller():
         return [(0, g.N)]
-    bounds = [g.N * i // nthreads for i in range(nthreads + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(nthreads)]
+    return split(g.N, nthreads * PARTS_PER_THREAD)
 
 
-def run_parts(fn, parts, executor=None, blas=None) -> list:
-    """``[fn(lo, hi) for (lo, hi) in parts]`` in some order, parts after the first on worker threads.
+class _Claims:
+    """Parts handed out one at a time to whichever thread asks next; the results in part order.
 
-    While the workers run, BLAS is limited to one thread (``blas``, default
-    :func:`blas_controller`). Parts no thread could be started for (in a
-    sandbox, at interpreter shutdown) run on the calling thread. An exception
-    in any part is raised after every worker has finished.
+    With ``fold``, results are folded into one value in part order as soon as
+    their predecessors are in (``fold(fold(r0, r1), r2)...``): the same
+    arithmetic whichever thread ran which part, and at most the results that
+    finished out of order are held at once.
+    """
+
+    def __init__(self, fn, parts, fold=None):
+        self.fn, self.parts, self.fold = fn, parts, fold
+        self.cond = threading.Condition()
+        self.next = 0
+        self.running = 0
+        self.results = [None] * len(parts)
+        self.done = [False] * len(parts)
+        self.folded = 0  # results[0] holds the fold of the first `folded` results
+        self.errors = []
+
+    def _store(self, i, result):
+        # Under the lock.
+        self.results[i] = result
+        self.done[i] = True
+        if self.fold is None:
+            return
+        while self.folded < len(self.parts) and self.done[self.folded]:
+            if self.folded > 0:
+                self.results[0] = self.fold(self.results[0], self.results[self.folded])
+                self.results[self.folded] = None
+            self.folded += 1
+
+    def work(self):
+        """Run unclaimed parts until none is left (or one failed); returns at once if none is."""
+        while True:
+            with self.cond:
+                if self.next >= len(self.parts) or self.errors:
+                    return
+                i = self.next
+                self.next += 1
+                self.running += 1
+            try:
+                result = self.fn(*self.parts[i])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                with self.cond:
+                    self.errors.append(exc)
+                    self.running -= 1
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                try:
+                    self._store(i, result)
+                except BaseException as exc:  # noqa: BLE001 - a failed fold, handed to the caller
+                    self.errors.append(exc)
+                self.running -= 1
+                self.cond.notify_all()
+
+    def wait(self):
+        """Until no claimed part is still running."""
+        with self.cond:
+            while self.running:
+                self.cond.wait()
+
+
+def run_parts(fn, parts, executor=None, blas=None, workers=None, limit_blas=True, fold=None):
+    """``[fn(lo, hi) for (lo, hi) in parts]``, the parts claimed one by one by this thread and ``workers`` others.
+
+    The calling thread works through the parts too and never waits for a
+    worker that has not started: a worker that starts late (the machine is
+    busy, its thread was not scheduled) finds no part left and returns. The
+    caller only waits for parts already running. So a preempted thread costs
+    at most one part, and with no thread at all (a sandbox that forbids
+    them, interpreter shutdown) every part runs on the calling thread.
+    While parts run, BLAS is limited to one thread (``blas``, default
+    :func:`blas_controller`) unless ``limit_blas`` is False. An exception in
+    a part stops further claims and is raised once the running parts end.
 
     Parameters
     ----------
@@ -91,23 +175,60 @@ def run_parts(fn, parts, executor=None, blas=None) -> list:
         Default: a thread pool shared by every call.
     blas : object with ``limit(limits=1)``, optional
         A threadpoolctl controller; without threadpoolctl BLAS is left as it is.
+    workers : int, optional
+        Threads besides the caller (default ``len(parts) - 1``).
+    limit_blas : bool
+        Hold BLAS at one thread while the parts run (for parts that call BLAS).
+    fold : callable (acc, result) -> acc, optional
+        Combine the results in part order (deterministic whichever thread ran
+        what) and return the combination instead of the list.
+
+    Returns
+    -------
+    list, or the folded value with ``fold``
     """
-    if len(parts) == 1:
-        return [fn(*parts[0])]
+    workers = len(parts) - 1 if workers is None else min(workers, len(parts) - 1)
+    if workers < 1:
+        if blas is None and limit_blas:
+            blas = blas_controller()
+        with blas.limit(limits=1) if limit_blas and blas is not None else contextlib.nullcontext():
+            results = [fn(*p) for p in parts]
+        if fold is None:
+            return results
+        acc = results[0]
+        for r in results[1:]:
+            acc = fold(acc, r)
+        return acc
     if executor is None:
-        executor = _WORKERS.get_executor(len(parts) - 1)
-    if blas is None:
+        executor = _WORKERS.get_executor(workers)
+    if blas is None and limit_blas:
         blas = blas_controller()
-    with blas.limit(limits=1) if blas is not None else contextlib.nullcontext():
-        futures = []
+    claims = _Claims(fn, parts, fold)
+    with blas.limit(limits=1) if limit_blas and blas is not None else contextlib.nullcontext():
         try:
             try:
-                for lo, hi in parts[1:]:
-                    futures.append(executor.submit(fn, lo, hi))
+                for _ in range(workers):
+                    executor.submit(claims.work)
             except RuntimeError as exc:
                 if "thread" not in str(exc) and "shutdown" not in str(exc):
                     raise
-            mine = [fn(lo, hi) for lo, hi in [parts[0]] + parts[1 + len(futures):]]
+            claims.work()
         finally:
-            theirs = [f.result() for f in futures]  # wait for every worker before BLAS threads come back
-    return mine + theirs
+            claims.wait()  # no part may run once BLAS threads come back
+    if claims.errors:
+        raise claims.errors[0]
+    return claims.results if fold is None else claims.results[0]
+
+
+def split(n: int, pieces: int) -> list:
+    """``[(lo, hi), ...]``: ``min(pieces, n)`` contiguous, balanced slices of ``range(n)``."""
+    pieces = max(1, min(pieces, n))
+    bounds = [n * i // pieces for i in range(pieces + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(pieces)]
+
+
+def run_split(fn, n: int, work: int, s) -> None:
+    """``fn(lo, hi)`` over slices of ``range(n)``, on :func:`kernel_threads` threads (no BLAS inside)."""
+    threads = kernel_threads(work, s)
+    parts = split(n, threads * PARTS_PER_THREAD) if threads > 1 else [(0, n)]
+    run_parts(fn, parts, workers=threads - 1, limit_blas=False)

@@ -1,7 +1,8 @@
-"""FastMaxPool and FastAvgPool: direct loops over the N*C planes, split across OpenMP threads.
+"""FastMaxPool and FastAvgPool: direct loops over the N*C planes, split across threads.
 
-A pooling kernel uses ``num_threads`` threads when its input has at least
-``parallel_min_work`` elements (:func:`convnet.fast.parallel.kernel_threads`).
+A pooling layer splits its planes across ``num_threads`` threads when its
+input has at least ``parallel_min_work`` elements
+(:func:`convnet.fast.parallel.run_split`); each kernel call runs on one thread.
 Max pooling keeps the flat index ``h*W + w`` of each window's first maximum
 (row-major, as PyTorch; a NaN wins its window) for the backward pass.
 """
@@ -54,9 +55,11 @@ class FastMaxPool:
         out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)
         argmax = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=np.int32)
         planes = g.N * g.C
-        _backend.maxpool_forward(xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out),
-                                 argmax.reshape(planes, g.H_out, g.W_out), g.pool_height, g.pool_width,
-                                 g.stride, g.pad, parallel.kernel_threads(x.size, _config.settings()))
+        x3, o3 = xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out)
+        a3 = argmax.reshape(planes, g.H_out, g.W_out)
+        parallel.run_split(lambda lo, hi: _backend.maxpool_forward(
+            x3[lo:hi], o3[lo:hi], a3[lo:hi], g.pool_height, g.pool_width, g.stride, g.pad, 1),
+            planes, x.size, _config.settings())
         return out, MaxPoolCache(x, _params(g), argmax)
 
     @staticmethod
@@ -92,8 +95,10 @@ class FastMaxPool:
         # dx is overwritten: the kernel zeroes each plane just before scattering into it.
         dx = np.empty((g.N, g.C, g.H, g.W), dtype=dout.dtype)
         planes = g.N * g.C
-        _backend.maxpool_backward(dout.reshape(planes, g.H_out * g.W_out), argmax.reshape(planes, g.H_out * g.W_out),
-                                  dx.reshape(planes, g.H * g.W), parallel.kernel_threads(dx.size, _config.settings()))
+        d2, a2 = dout.reshape(planes, g.H_out * g.W_out), argmax.reshape(planes, g.H_out * g.W_out)
+        dx2 = dx.reshape(planes, g.H * g.W)
+        parallel.run_split(lambda lo, hi: _backend.maxpool_backward(d2[lo:hi], a2[lo:hi], dx2[lo:hi], 1),
+                           planes, dx.size, _config.settings())
         return dx
 
 
@@ -121,9 +126,10 @@ class FastAvgPool:
         xc = np.ascontiguousarray(x)
         out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)
         planes = g.N * g.C
-        _backend.avgpool_forward(xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out),
-                                 g.pool_height, g.pool_width, g.stride, g.pad,
-                                 parallel.kernel_threads(x.size, _config.settings()))
+        x3, o3 = xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out)
+        parallel.run_split(lambda lo, hi: _backend.avgpool_forward(
+            x3[lo:hi], o3[lo:hi], g.pool_height, g.pool_width, g.stride, g.pad, 1),
+            planes, x.size, _config.settings())
         return out, AvgPoolCache(x, _params(g))
 
     @staticmethod
@@ -146,7 +152,8 @@ class FastAvgPool:
         dout = np.ascontiguousarray(dout)
         dx = np.empty((g.N, g.C, g.H, g.W), dtype=dout.dtype)
         planes = g.N * g.C
-        _backend.avgpool_backward(dout.reshape(planes, g.H_out, g.W_out), dx.reshape(planes, g.H, g.W),
-                                  g.pool_height, g.pool_width, g.stride, g.pad,
-                                  parallel.kernel_threads(dx.size, _config.settings()))
+        d3, dx3 = dout.reshape(planes, g.H_out, g.W_out), dx.reshape(planes, g.H, g.W)
+        parallel.run_split(lambda lo, hi: _backend.avgpool_backward(
+            d3[lo:hi], dx3[lo:hi], g.pool_height, g.pool_width, g.stride, g.pad, 1),
+            planes, dx.size, _config.settings())
         return dx

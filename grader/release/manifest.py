@@ -22,6 +22,13 @@ PACKAGES = ["convnet", "grader"]
 # release's feedback uses the structural detectors only) and the generators
 # themselves. A path names a file or a whole directory.
 EXCLUDED = [
+    # The fast spatial batch norm holds the batch-norm backward students write (convnet.sandwich falls back).
+    "convnet/fast/batchnorm.py",
+    "convnet/_fast/_batchnorm.pyx",
+    "convnet/_fast/_batchnorm_v3.pyx",
+    "convnet/_fast/_batchnorm_v4.pyx",
+    # The fused ReLU + max pool: the starter's sandwiches use the student's ReLU.
+    "convnet/fast/fused.py",
     "grader/checks/hidden.py",
     "grader/feedback/misconceptions.py",
     "grader/feedback/variants.py",

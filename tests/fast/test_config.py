@@ -41,8 +41,9 @@ def test_have_cython_matches_environment(have_cython):
 
 
 def test_require_cython_turns_a_missing_extension_into_import_error():
-    # Simulate a missing build: a None entry in sys.modules makes the import fail.
-    code = "import sys; sys.modules['convnet._fast._im2col'] = None; import convnet.fast"
+    # Simulate a missing build: None entries in sys.modules make the imports fail (every CPU variant).
+    code = ("import sys; sys.modules.update({f'convnet._fast._im2col{v}': None for v in ('', '_v3', '_v4')}); "
+            "import convnet.fast")
     r = _run(code, CONVNET_REQUIRE_CYTHON="1")
     assert r.returncode != 0 and "ImportError" in r.stderr and "CONVNET_REQUIRE_CYTHON" in r.stderr
     r = _run(code + "; print(convnet.fast.HAVE_CYTHON)")
@@ -167,7 +168,7 @@ def test_set_num_threads_rejects_bad_values(bad, exc):
 
 def test_conv_algorithm_switch_validates_and_round_trips(conv_algorithm):
     assert fast.get_conv_algorithm() == "auto"
-    assert set(fast.CONV_ALGORITHMS) == {"auto", "im2col", "winograd", "winograd2", "winograd4"}
+    assert set(fast.CONV_ALGORITHMS) == {"auto", "im2col", "pointwise", "winograd", "winograd2", "winograd4"}
     assert conv_algorithm("winograd") == "auto"
     assert conv_algorithm("im2col") == "winograd"
     assert fast.get_conv_algorithm() == "im2col"

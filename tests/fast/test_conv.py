@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import convnet.fast as fast
 from convnet import _checks, layers
 from convnet.fast import FastConv
-from convnet.fast.conv import WINOGRAD_MIN_CHANNELS, choose
+from convnet.fast.conv import WINOGRAD4_MIN_SIZE, WINOGRAD_MIN_CHANNELS, choose
 from convnet.fast.conv_im2col import IM2COL, chunk_size
 
 DTYPES = [np.float32, np.float64]
@@ -201,17 +201,20 @@ def test_auto_picks_winograd_only_where_it_pays(case, expect, conv_inputs, have_
     assert WINOGRAD_MIN_CHANNELS == 16
 
 
-@pytest.mark.parametrize("hw, m", [
-    ((16, 16), 4),  # F(4x4): 36*4*4 = 576 multiplications per channel pair, F(2x2): 16*8*8 = 1024
-    ((8, 8), 4),    # 144 vs 256
-    ((2, 2), 2),    # one tile either way: 16 vs 36
-    ((5, 5), 2),    # 36*2*2 = 144 vs 16*3*3 = 144: a tie goes to the more accurate F(2x2)
-    ((6, 30), 4),   # 36*2*8 = 576 vs 16*3*15 = 720
+@pytest.mark.parametrize("hw, m, m_auto", [
+    ((16, 16), 4, 4),   # F(4x4): 36*4*4 = 576 multiplications per channel pair, F(2x2): 16*8*8 = 1024
+    ((8, 8), 4, 2),     # 144 vs 256, but 'auto' keeps F(4x4) for maps of 16 and more
+    ((14, 14), 4, 2),   # 576 vs 784
+    ((2, 2), 2, 2),     # one tile either way: 16 vs 36
+    ((5, 5), 2, 2),     # 36*2*2 = 144 vs 16*3*3 = 144: a tie goes to the more accurate F(2x2)
+    ((6, 30), 4, 2),    # 36*2*8 = 576 vs 16*3*15 = 720
+    ((16, 40), 4, 4),
 ])
-def test_winograd_picks_the_tile_with_fewer_multiplications(hw, m, conv_inputs, have_cython):
+def test_winograd_picks_the_tile_with_fewer_multiplications(hw, m, m_auto, conv_inputs, have_cython):
     g = _checks.conv_args(*conv_inputs((1, 16, hw[0], hw[1], 16, 3, 3, 1, 1), np.float32, 0))
-    for name in ("winograd", "auto") if have_cython else ("winograd",):
-        assert choose(g, name).transform.m == m, name
+    assert choose(g, "winograd").transform.m == m
+    assert choose(g, "auto", have_cython=True).transform.m == m_auto
+    assert WINOGRAD4_MIN_SIZE == 16
     assert choose(g, "winograd2").transform.m == 2
     assert choose(g, "winograd4").transform.m == 4
 

@@ -31,12 +31,13 @@ class _NullController:
     ("winograd4", (5, 4, 7, 9, 3, 3, 3, 1, 2)),
 ])
 def test_split_batch_matches_naive(algo, case, dtype, conv_inputs, exact_conv, assert_close_scaled):
-    # Force the split on small inputs: 2 and 3 threads (3 parts of 5 images: 1, 2, 2).
+    # Force the split on small inputs: 2 and 3 threads (PARTS_PER_THREAD parts each, at most one per image).
     _blas_threads()
     for n in (2, 3):
         with fast.config(split_min_work=0, conv_algorithm=algo, num_threads=n):
             g = _checks.conv_args(*conv_inputs(case, dtype, 0))
-            assert len(parallel.batch_parts(g, Settings(num_threads=n, split_min_work=0))) == min(n, case[0])
+            parts = parallel.batch_parts(g, Settings(num_threads=n, split_min_work=0))
+            assert len(parts) == min(n * parallel.PARTS_PER_THREAD, case[0])
             x, w, b, cp = conv_inputs(case, dtype, 6)
             out, cache = FastConv.forward(x, w, b, cp)
             dout = np.random.default_rng(7).standard_normal(out.shape).astype(dtype)
@@ -48,8 +49,60 @@ def test_split_batch_matches_naive(algo, case, dtype, conv_inputs, exact_conv, a
 def test_batch_parts_are_contiguous_and_balanced(conv_inputs):
     _blas_threads()
     g = _checks.conv_args(*conv_inputs((5, 3, 7, 6, 4, 3, 3, 1, 1), np.float64, 0))
-    assert parallel.batch_parts(g, Settings(num_threads=3, split_min_work=0)) == [(0, 1), (1, 3), (3, 5)]
-    assert parallel.batch_parts(g, Settings(num_threads=8, split_min_work=0)) == [(i, i + 1) for i in range(5)]
+    assert parallel.batch_parts(g, Settings(num_threads=3, split_min_work=0)) == [(i, i + 1) for i in range(5)]
+    assert parallel.split(5, 3) == [(0, 1), (1, 3), (3, 5)]
+    assert parallel.split(10, 4) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    assert parallel.split(3, 1) == [(0, 3)] and parallel.split(2, 9) == [(0, 1), (1, 2)]
+
+
+class _NeverRuns:
+    """An executor whose workers are never scheduled (a busy machine): submit() succeeds, nothing runs."""
+
+    def __init__(self):
+        self.pending = []
+
+    def submit(self, fn, *args):
+        self.pending.append((fn, args))
+
+
+def test_caller_never_waits_for_a_worker_that_has_not_started():
+    never = _NeverRuns()
+    calls = []
+    got = parallel.run_parts(lambda lo, hi: calls.append(lo) or hi - lo, [(0, 2), (2, 5), (5, 6), (6, 10)],
+                             executor=never, blas=_NullController(), workers=3)
+    assert got == [2, 3, 1, 4] and calls == [0, 2, 5, 6]  # all on the caller, in order
+    assert len(never.pending) == 3
+    for fn, args in never.pending:  # the late workers start now: nothing left for them
+        fn(*args)
+    assert calls == [0, 2, 5, 6]
+
+
+def test_late_worker_takes_what_is_left():
+    # A worker that starts while the caller is busy with part 0 takes the next parts.
+    import threading
+
+    started = threading.Event()
+    owners = {}
+
+    class Late:
+        def submit(self, fn, *args):
+            t = threading.Thread(target=lambda: (started.wait(10), fn(*args)))
+            t.start()
+
+    def work(lo, hi):
+        owners[lo] = threading.current_thread().name
+        if lo == 0:
+            started.set()
+            for _ in range(200):  # let the worker claim parts 1.. meanwhile
+                if len(owners) > 1:
+                    break
+                threading.Event().wait(0.01)
+        return lo
+
+    assert parallel.run_parts(work, [(0, 1), (1, 2), (2, 3)], executor=Late(), blas=_NullController(),
+                              workers=1) == [0, 1, 2]
+    assert owners[0] == threading.current_thread().name
+    assert any(name != threading.current_thread().name for name in owners.values())
 
 
 def test_split_batch_restores_blas_threads_and_propagates_errors():
@@ -72,7 +125,7 @@ def test_split_batch_restores_blas_threads_and_propagates_errors():
 
 def test_no_split_when_disabled_small_or_single_threaded(conv_inputs):
     g = _checks.conv_args(*conv_inputs((8, 16, 16, 16, 16, 3, 3, 1, 1), np.float32, 0))
-    expect = 2 if parallel.blas_controller() else 1
+    expect = 2 * parallel.PARTS_PER_THREAD if parallel.blas_controller() else 1
     assert len(parallel.batch_parts(g, Settings(num_threads=2, split_min_work=0))) == expect
     assert parallel.batch_parts(g, Settings(num_threads=2, split_min_work=0, split_batch=False)) == [(0, 8)]
     assert parallel.batch_parts(g, Settings(num_threads=1, split_min_work=0)) == [(0, 8)]
@@ -153,3 +206,36 @@ def test_num_threads_reaches_the_pool_kernels(monkeypatch, compiled):
 def test_kernel_threads_follow_the_settings():
     assert parallel.kernel_threads(10, Settings(num_threads=4, parallel_min_work=10)) == 4
     assert parallel.kernel_threads(9, Settings(num_threads=4, parallel_min_work=10)) == 1
+
+
+def test_fold_combines_in_part_order_whatever_finishes_first():
+    # Non-associative fold (string concatenation) with parts finishing in reverse order on real threads.
+    import threading
+    import time
+
+    def work(lo, hi):
+        time.sleep(0.002 * (6 - lo))
+        return str(lo)
+
+    for workers in (0, 1, 3):
+        got = parallel.run_parts(work, [(i, i + 1) for i in range(6)], workers=workers, limit_blas=False,
+                                 fold=lambda acc, r: acc + r)
+        assert got == "012345"
+    with pytest.raises(ZeroDivisionError):
+        parallel.run_parts(lambda lo, hi: lo, [(0, 1), (1, 2)], workers=1, limit_blas=False,
+                           fold=lambda acc, r: acc / 0)
+    assert threading.active_count() >= 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_conv_is_deterministic(dtype, conv_inputs):
+    # dw and db are folded in part order: repeated split runs agree bit for bit with each other.
+    x, w, b, cp = conv_inputs((16, 8, 12, 12, 8, 3, 3, 1, 1), dtype, seed=4)
+    with fast.config(split_min_work=0, num_threads=2):
+        out, cache = FastConv.forward(x, w, b, cp)
+        dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+        first = FastConv.backward(dout, cache)
+        for _ in range(5):
+            again = FastConv.backward(dout, cache)
+            for a, r in zip(again, first):
+                np.testing.assert_array_equal(a, r)

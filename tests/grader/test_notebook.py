@@ -412,12 +412,15 @@ def provide_compiled_kernels(starter: Path) -> None:
     import convnet._fast
 
     installed = Path(convnet._fast.__file__).resolve().parent
-    compiled = [p for p in installed.iterdir() if p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
-    same = all((starter / "convnet" / "_fast" / p.name).read_bytes() == p.read_bytes()
-               for p in installed.glob("*.pyx"))
+    shipped = starter / "convnet" / "_fast"
+    # The starter leaves some kernels out (the fast batch norm): only those it ships are copied.
+    compiled = [p for p in installed.iterdir() if p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+                and (shipped / (p.name.split(".")[0] + ".pyx")).exists()]
+    same = all((shipped / p.name).read_bytes() == p.read_bytes()
+               for p in installed.glob("*.pyx") if (shipped / p.name).exists())
     if compiled and same:
         for path in compiled:
-            shutil.copy2(path, starter / "convnet" / "_fast" / path.name)
+            shutil.copy2(path, shipped / path.name)
         return
     import subprocess
 

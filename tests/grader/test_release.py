@@ -349,9 +349,13 @@ class TestReleaseContents:
         assert files == info["files"]
         for name in ["setup.py", "pyproject.toml", "README.md", "convnet/__init__.py", "convnet/layers.py"]:
             assert name in files
-        # The fast path is shipped as Cython source, never as build products.
+        # The fast path is shipped as Cython source, never as build products (less what EXCLUDED keeps back).
+        from grader.release.manifest import EXCLUDED
+
         pyx = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "convnet" / "_fast").glob("*.pyx"))
+        pyx = [p for p in pyx if p not in EXCLUDED]
         assert pyx and set(pyx) <= set(files)
+        assert not set(EXCLUDED) & set(files)
         assert not [f for f in files if f.endswith((".so", ".c", ".pyc", ".o")) or "__pycache__" in f]
         assert not [f for f in files if f.startswith(("build/", "dist/")) or ".egg-info" in f]
 

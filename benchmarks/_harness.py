@@ -1,0 +1,212 @@
+"""What the benchmarks share: interleaved timing, the two BLAS configurations, peers, page faults.
+
+Timing (:func:`interleaved`): every library's function runs in the same
+process; each round warms every library up for a fixed time (calls until
+``warmup`` seconds have passed, at least one) immediately before its one timed
+call, and the rounds rotate the order of the libraries. A library therefore
+never starts a timed call from idle (after >= 0.25 s of idle a batch-split
+convolution ran about 2x slower for its next calls) and machine-wide
+load spikes spread over all of them.
+
+BLAS configurations (:func:`run_configurations`): on some processors the
+environment sets ``OPENBLAS_CORETYPE`` (and ``OPENBLAS_L2_SIZE``), which holds
+numpy's OpenBLAS to an older kernel; a user's machine has no such override.
+The benchmark runs once as the machine is set up ("machine") and once more in a
+child process with both variables removed for that command alone ("user"), and
+prints which OpenBLAS kernel ran in each (threadpoolctl).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+try:
+    import threadpoolctl
+except ImportError:  # pragma: no cover
+    threadpoolctl = None
+
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+# ---------------------------------------------------------------- timing
+
+
+def interleaved(fns: dict, repeats: int, warmup: float) -> dict:
+    """``{name: [seconds, ...]}``: ``repeats`` timed calls of each function, interleaved.
+
+    Round r times the functions in an order rotated by r; before each timed
+    call the function runs untimed until ``warmup`` seconds have passed (at
+    least once).
+    """
+    names = list(fns)
+    times = {n: [] for n in names}
+    for r in range(repeats):
+        for i in range(len(names)):
+            name = names[(i + r) % len(names)]
+            fn = fns[name]
+            t_end = time.perf_counter() + warmup
+            fn()
+            while time.perf_counter() < t_end:
+                fn()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(ts) -> tuple:
+    """(median, spread): spread is (max - min) / median over the timed calls."""
+    med = statistics.median(ts)
+    return med, (max(ts) - min(ts)) / med
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (getrusage)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def gemm_peak(dtype, repeats=5) -> float:
+    """GFLOP/s of numpy matmul on 1024x1024 matrices: the best of ``repeats`` (a peak, not a median)."""
+    rng = np.random.default_rng(0)
+    n = 1024
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def rel_err(a, ref) -> float:
+    """max|a - ref| / max(max|ref|, 1e-30) in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.max(np.abs(a - ref)) / max(float(np.max(np.abs(ref))), 1e-30)) if ref.size else 0.0
+
+
+# ---------------------------------------------------------------- threads and BLAS
+
+
+def blas_kernel() -> str:
+    """The OpenBLAS kernel numpy runs ('SkylakeX', 'Haswell', ...), from threadpoolctl."""
+    if threadpoolctl is None:
+        return "unknown (no threadpoolctl)"
+    arch = [f"{i.get('internal_api')} {i.get('architecture', '?')}"
+            for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    return ", ".join(arch) or "no BLAS found"
+
+
+def pin_threads(threads):
+    """Give numpy's BLAS, the fast path and torch ``threads`` threads; returns the count.
+
+    ``threads`` None: BLAS's current count.
+    """
+    import convnet.fast as fast
+
+    if threadpoolctl is not None:
+        info = threadpoolctl.threadpool_info()
+        blas = [i["num_threads"] for i in info if i["user_api"] == "blas"]
+        threads = threads or (blas[0] if blas else os.cpu_count())
+        threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+    else:
+        threads = threads or os.cpu_count()
+    fast.set_num_threads(threads)
+    torch = peer_torch()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def peer_torch():
+    """torch, or None (printed once) when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+_JAX_REASON = []
+
+
+def peer_jax(x64: bool):
+    """jax (with float64 enabled if ``x64``), or None; :func:`jax_reason` says why not."""
+    try:
+        import jax
+    except ImportError as exc:
+        _JAX_REASON[:] = [f"jax not installed ({exc}); `pip install jax jaxlib` adds XLA as a peer"]
+        return None
+    if x64:
+        jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def jax_reason() -> str:
+    return _JAX_REASON[0] if _JAX_REASON else ""
+
+
+# ---------------------------------------------------------------- the two BLAS configurations
+
+
+def machine_sets_blas() -> dict:
+    """The BLAS variables the environment sets (empty when none is)."""
+    return {k: os.environ[k] for k in BLAS_VARIABLES if k in os.environ}
+
+
+def run_configurations(argv, config, run) -> int:
+    """Run ``run(config) -> dict`` for the machine configuration here, then re-exec for the user's.
+
+    ``config`` is the ``--config`` value: ``None`` (both, this process being the
+    parent), ``'machine'``, ``'user'`` or ``'haswell'`` (a child: run that one,
+    write its result as JSON to ``$CONVNET_BENCH_RESULT``). ``'haswell'``
+    emulates the override on a machine that does not set it. The parent
+    prints each configuration's summary lines again at the end.
+    """
+    if config is not None:
+        result = run(config)
+        out = os.environ.get("CONVNET_BENCH_RESULT")
+        if out:
+            with open(out, "w") as fh:
+                json.dump(result, fh)
+        return 0
+    env_set = machine_sets_blas()
+    configs = ["machine", "user"] if env_set else ["user", "haswell"]
+    if not env_set:
+        print(f"note: this environment sets none of {BLAS_VARIABLES}: its configuration is the user's; "
+              "the machine override is emulated with OPENBLAS_CORETYPE=Haswell in a child process")
+    results = {}
+    for c in configs:
+        env = dict(os.environ)
+        if c == "user":
+            for k in BLAS_VARIABLES:
+                env.pop(k, None)
+        elif c == "haswell":
+            env["OPENBLAS_CORETYPE"] = "Haswell"
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            env["CONVNET_BENCH_RESULT"] = tmp.name
+        print(f"\n======== BLAS configuration '{c}' "
+              f"({'variables as set here' if c == 'machine' else 'OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset' if c == 'user' else 'OPENBLAS_CORETYPE=Haswell'})",
+              flush=True)
+        status = subprocess.call([sys.executable, *sys.argv[:1], *argv, "--config", c], env=env)
+        if status != 0:
+            print(f"configuration {c} failed with exit code {status}")
+            return status
+        with open(tmp.name) as fh:
+            results[c] = json.load(fh)
+        os.unlink(tmp.name)
+    print("\n======== summary")
+    for c, r in results.items():
+        for line in r.get("summary", []):
+            print(f"[{c:8}] {line}")
+    return 0
