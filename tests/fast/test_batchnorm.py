@@ -199,8 +199,9 @@ def test_sandwich_falls_back_to_the_naive_layers_without_the_module(tmp_path):
     from convnet import models
 
     out = tmp_path / "naive.npz"
-    env = dict(os.environ)
-    subprocess.run([sys.executable, "-c", SANDWICH_FALLBACK, str(out)], check=True, env=env, timeout=120)
+    # Run outside the source tree: `python -c` puts the working directory first on sys.path.
+    subprocess.run([sys.executable, "-c", SANDWICH_FALLBACK, str(out)], check=True, env=dict(os.environ),
+                   timeout=120, cwd=tmp_path)
     naive = np.load(out)
     for bn in (True, False):  # with batch norm (fused BN + ReLU) and without (fused ReLU + pool)
         m = models.DeepConvNet(num_filters=(4, 6), max_pools=(0, 1), batchnorm=bn, input_dims=(3, 8, 8),

@@ -19,7 +19,9 @@ from convnet.fast._env import flag
 def _run(code, **env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("CONVNET_") and k != "OMP_NUM_THREADS"}
     full.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120)
+    # From the tests' folder, not the source tree that `python -c` would put first on sys.path.
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------- environment

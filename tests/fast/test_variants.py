@@ -40,16 +40,17 @@ def test_the_chosen_variant_is_the_best_runnable_one(compiled):
     assert _backend.im2col_into is _backend.kernel_module("_im2col").im2col_into
 
 
-def _import_in_child(variant):
+def _import_in_child(variant, where):
     env = dict(os.environ, CONVNET_CPU_VARIANT=variant)
+    # Outside the source tree: `python -c` puts the working directory first on sys.path.
     return subprocess.run([sys.executable, "-c", "import convnet.fast as f; print(f.CPU_VARIANT)"],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=120, cwd=where)
 
 
-def test_environment_override(compiled):
-    run = _import_in_child("baseline")
+def test_environment_override(compiled, tmp_path):
+    run = _import_in_child("baseline", tmp_path)
     assert run.returncode == 0 and run.stdout.split()[-1] == "baseline", run.stderr
-    bad = _import_in_child("x86-64-v9")
+    bad = _import_in_child("x86-64-v9", tmp_path)
     assert bad.returncode != 0 and "CONVNET_CPU_VARIANT='x86-64-v9'; choose one of" in bad.stderr
 
 

@@ -251,7 +251,7 @@ def test_answer_bomb_leaves_the_parent_small(make_submission, tmp_path):
     code = (f"import sys; from grader.__main__ import main; "
             f"rc = main([{str(path)!r}, '--json', {str(out)!r}, '--quiet', '--visible-only', '--timeout', '20']); "
             f"print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]); sys.exit(rc)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     peak_kib = int(run.stdout.split()[-1])
     assert peak_kib < 600 * 1024, peak_kib

@@ -54,7 +54,8 @@ res.append(str(libc.syscall(425, 8, ctypes.create_string_buffer(120))))
 res.append(str(libc.prlimit(0, 7, None, ctypes.create_string_buffer(16))))
 print(" ".join(res))
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
     assert run.returncode == 0, run.stderr
     sock, thread, fork, uring, getlimit = run.stdout.split()
     assert (sock, thread, fork, uring) == ("1", "refused", "1", "-1")  # EPERM everywhere
