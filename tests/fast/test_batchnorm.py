@@ -250,7 +250,12 @@ def test_relu_maxpool_matches_relu_then_pool(dtype, pp):
     np.testing.assert_array_equal(out, ref)
     dout = rng.standard_normal(out.shape).astype(dtype)
     dref = layers.ReLU.backward(layers.MaxPool.backward(dout, pc), rc)
-    np.testing.assert_array_equal(FastReLUMaxPool.backward(dout, cache), dref)
+    got = FastReLUMaxPool.backward(dout, cache)
+    if s >= max(ph, pw):
+        np.testing.assert_array_equal(got, dref)
+    else:  # overlapping windows: an input's few gradients may be summed in another order (numpy fallback)
+        np.testing.assert_allclose(got, dref, rtol=0, atol=8 * np.finfo(dtype).eps * np.abs(dout).max())
+        np.testing.assert_array_equal(got != 0, dref != 0)
     with pytest.raises(ValueError, match="dout has shape"):
         FastReLUMaxPool.backward(dout[:1], cache)
     with pytest.raises(TypeError, match="FastReLUMaxPool.backward"):
