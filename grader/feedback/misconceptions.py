@@ -243,9 +243,10 @@ CATALOGUE = [
     M(("Conv",), "Conv.forward flips (rotates by 180 degrees) the filter: the layer is a cross-correlation, like "
                  "PyTorch's conv2d: multiply each window by w[f] as stored.", "out equals the rotated-filter "
                                                                             "convolution", fwd=dict(flip=True)),
-    M(("Conv",), "Conv.backward sprays dx with the filter rotated by 180 degrees: when each output sprays its "
-                 "gradient back over the window it read, use w[f] as stored (the rotated filter belongs to the "
-                 "full-convolution view).", "dx equals the rotated-filter spray", bwd=dict(flip=True)),
+    M(("Conv",), "dx is the gradient sprayed with the filter rotated by 180 degrees: when each output sprays its "
+                 "gradient back over the window it read (backward), use w[f] as stored; when the zero-inserted "
+                 "gradient is fully correlated with the filters (backward_alt), rotate them (rot180).",
+      "dx equals the rotated-filter spray", bwd=dict(flip=True)),
     M(("Conv",), "Conv.backward ignores the stride: output (i, j) read the window starting at row i*stride, "
                  "column j*stride, and its gradient goes back to that window.",
       "dx and dw equal those of windows taken at stride 1", bwd=dict(ignore_stride=True)),

@@ -129,6 +129,11 @@ MUTANTS = [
       # check, which needs the forward's cache, cannot run either.
       ("Conv.forward", "Conv.backward", "Conv.backward_alt"), "swapped",
       "mixes up the row and column loop variables"),
+    M("conv_backward_alt_no_rot180", "layers.py",
+      (("correlate.full_correlate2d(d, correlate.rot180(w).transpose(1, 0, 2, 3))",
+        "correlate.full_correlate2d(d, w.transpose(1, 0, 2, 3))"),),
+      ("Conv.backward_alt",), "rotat",
+      "correlates the zero-inserted gradient with the filters as stored, not rotated by 180 degrees"),
     M("conv_backward_db_keepdims", "layers.py",
       (("db = dout.sum(axis=(0, 2, 3))", "db = dout.sum(axis=(0, 2, 3), keepdims=True)"),),
       ("Conv.backward",), "keepdims",
