@@ -143,33 +143,15 @@ def test_pool_non_square_window_and_stride_that_does_not_divide():
     np.testing.assert_allclose(out[0, 0], [[4.5, 6.5, 8.5], [18.5, 20.5, 22.5]])
 
 
-# Seed 003: a 6x6 map pooled 2x2; PyTorch's gradient of mean(pool(x)) is the
-# "position matrix" of how often each element was chosen, over the number of outputs.
-SEED003_X = np.array([[1, 3, 4, 2, 5, 2],
-                      [4, 2, 5, 6, 8, 3],
-                      [5, 3, 7, 8, 9, 3],
-                      [8, 4, 3, 6, 0, 2],
-                      [7, 10, 3, 6, 3, 5],
-                      [4, 7, 2, 4, 7, 8]], dtype=np.float64)
-SEED003_MAX_S2 = np.array([[0, 0, 0, 0, 0, 0], [1, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 0],
-                           [1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]]) / 9
-SEED003_MAX_S1 = np.array([[0, 0, 0, 0, 0, 0], [1, 0, 1, 1, 2, 0], [1, 0, 2, 2, 4, 0],
-                           [1, 0, 0, 2, 0, 0], [0, 4, 0, 1, 0, 1], [0, 0, 0, 0, 1, 1]]) / 25
-SEED003_AVG_S1 = np.array([[1, 2, 2, 2, 2, 1]] + [[2, 4, 4, 4, 4, 2]] * 4 + [[1, 2, 2, 2, 2, 1]]) / 4 / 25
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layer, stride, expected", [
-    (MaxPool, 2, SEED003_MAX_S2),
-    (MaxPool, 1, SEED003_MAX_S1),
-    (AvgPool, 2, np.full((6, 6), 1 / 4 / 9)),  # 0.0278 in the seed
-    (AvgPool, 1, SEED003_AVG_S1),  # 0.01 / 0.02 / 0.04 in the seed
-])
-def test_seed003_overlapping_pooling_gradients(layer, stride, expected, dtype):
-    x = SEED003_X.astype(dtype)[None, None]
-    out, cache = layer.forward(x, pool_param(2, 2, stride))
+def test_pooling_by_hand_with_overlapping_windows(dtype, pool_by_hand):
+    case = pool_by_hand
+    layer = {"max": MaxPool, "avg": AvgPool}[case.kind]
+    out, cache = layer.forward(case.x.astype(dtype)[None, None], pool_param(2, 2, case.stride))
+    np.testing.assert_allclose(out[0, 0], case.out, rtol=1e-6)
     dx = layer.backward(np.full(out.shape, 1.0 / out.size, dtype=dtype), cache)
-    np.testing.assert_allclose(dx[0, 0], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dx[0, 0], case.grad, rtol=1e-6, atol=1e-7)
+    assert abs(dx[0, 0][dx[0, 0] > 0].min() - case.printed) < 5e-5
 
 
 def test_batchnorm_by_hand_and_running_statistics():

@@ -1,4 +1,4 @@
-"""FastMaxPool and FastAvgPool (convnet/fast/pool.py): against the naive layers, PyTorch and seed 003's example."""
+"""FastMaxPool and FastAvgPool (convnet/fast/pool.py): against the naive layers, PyTorch and a 6x6 example checked by hand."""
 import importlib.util
 
 import numpy as np
@@ -126,56 +126,16 @@ def test_pool_kernels_multithreaded(case, kind, check_pool_vs_naive, compiled):
         check_pool_vs_naive(kind, case, np.float64, seed=9)
 
 
-# Seed 003: a 6x6 input, loss = mean(pool(x)); PyTorch's printed gradients are
-# (count of windows choosing each element) / (number of windows).
-SEED003_X = np.array([[1, 3, 4, 2, 5, 2],
-                      [4, 2, 5, 6, 8, 3],
-                      [5, 3, 7, 8, 9, 3],
-                      [8, 4, 3, 6, 0, 2],
-                      [7, 10, 3, 6, 3, 5],
-                      [4, 7, 2, 4, 7, 8]], dtype=np.float64)
-SEED003_MAX_S2 = np.array([[0, 0, 0, 0, 0, 0],
-                           [1, 0, 0, 1, 1, 0],
-                           [0, 0, 0, 1, 1, 0],
-                           [1, 0, 0, 0, 0, 0],
-                           [0, 1, 0, 1, 0, 0],
-                           [0, 0, 0, 0, 0, 1]]) / 9
-SEED003_MAX_S1 = np.array([[0, 0, 0, 0, 0, 0],
-                           [1, 0, 1, 1, 2, 0],
-                           [1, 0, 2, 2, 4, 0],
-                           [1, 0, 0, 2, 0, 0],
-                           [0, 4, 0, 1, 0, 1],
-                           [0, 0, 0, 0, 1, 1]]) / 25
-SEED003_AVG_S1 = np.array([[1, 2, 2, 2, 2, 1],
-                           [2, 4, 4, 4, 4, 2],
-                           [2, 4, 4, 4, 4, 2],
-                           [2, 4, 4, 4, 4, 2],
-                           [2, 4, 4, 4, 4, 2],
-                           [1, 2, 2, 2, 2, 1]]) / 100
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind,stride,expected", [
-    ("max", 2, SEED003_MAX_S2),
-    ("max", 1, SEED003_MAX_S1),
-    ("avg", 2, np.full((6, 6), 1 / 36)),
-    ("avg", 1, SEED003_AVG_S1),
-])
-def test_seed003_overlapping_pooling(kind, stride, expected, dtype, pool_param):
-    Fast = POOLS[kind][0]
-    x = SEED003_X.astype(dtype).reshape(1, 1, 6, 6)
-    out, cache = Fast.forward(x, pool_param(2, 2, stride))
+def test_pooling_by_hand_with_overlapping_windows(dtype, pool_param, pool_by_hand):
+    case = pool_by_hand
+    Fast = POOLS[case.kind][0]
+    out, cache = Fast.forward(case.x.astype(dtype).reshape(1, 1, 6, 6), pool_param(2, 2, case.stride))
+    np.testing.assert_allclose(out[0, 0], case.out, rtol=1e-6)
     dx = Fast.backward(np.full(out.shape, 1.0 / out.size, dtype=dtype), cache)
     assert dx.dtype == dtype
-    np.testing.assert_allclose(dx[0, 0], expected, rtol=1e-6, atol=1e-7)
-    # The printed outputs were rounded to 4 decimals.
-    printed = {("max", 2): 0.1111, ("max", 1): 0.04, ("avg", 2): 0.0278, ("avg", 1): 0.01}[kind, stride]
-    assert abs(dx[0, 0][dx[0, 0] > 0].min() - printed) < 5e-5
-
-
-def test_seed003_max_forward_values(pool_param):
-    out, _ = FastMaxPool.forward(SEED003_X.reshape(1, 1, 6, 6), pool_param(2, 2, 2))
-    np.testing.assert_array_equal(out[0, 0], [[4, 6, 8], [8, 8, 9], [10, 6, 8]])
+    np.testing.assert_allclose(dx[0, 0], case.grad, rtol=1e-6, atol=1e-7)
+    assert abs(dx[0, 0][dx[0, 0] > 0].min() - case.printed) < 5e-5
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
