@@ -240,7 +240,7 @@ class ModelOverfit(_ModelCheck):
     N: int = 10
     steps: int = 150
     lr: float = 0.1
-    # The reference misses at most one of the 10 now and then (worst of 2000 seeds: 0.9).
+    # The reference fits all 10 (every one of 2000 seeds, on hidden.TRAINING's network).
     threshold: float = 0.6
 
     def prepare(self, rng, prefix):
@@ -340,7 +340,7 @@ class EndToEnd(Check):
     group: str = "end-to-end"
     cls: str = "ThreeLayerConvNet"
     kwargs: dict = field(default_factory=dict)
-    # Adam on random labels stalls now and then: the reference's worst of 3000 seeds is 0.85 at 80 epochs.
+    # On hidden.TRAINING's network the reference fits all 20 random labels by epoch 14 (worst of 1000 seeds).
     epochs: int = 80
     threshold: float = 0.5
 
