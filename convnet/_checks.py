@@ -7,6 +7,7 @@ The fast path relies on them: a kernel only ever sees arguments that passed here
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from collections.abc import Mapping
@@ -97,9 +98,10 @@ def check_same_dtype(**arrays: np.ndarray) -> np.dtype:
 
 def check_int(name: str, value, minimum: int) -> int:
     """An integer (not a bool, not a float) that is at least ``minimum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    value = int(value)
+    if type(value) is not int:  # plain ints skip the slow isinstance checks against the numbers ABCs
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
@@ -158,7 +160,7 @@ MEMORY_BOUND = physical_memory()
 
 def check_memory(layer: str, what: str, shape, itemsize: int, pad: int, param: str) -> None:
     """ValueError naming the pad and the bytes when an array of ``shape`` would exceed :data:`MEMORY_BOUND`."""
-    nbytes = int(np.prod([int(n) for n in shape], dtype=object)) * int(itemsize)
+    nbytes = math.prod(int(n) for n in shape) * int(itemsize)
     if nbytes > MEMORY_BOUND:
         raise ValueError(f"{layer}: {param}['pad'] = {pad} makes the {what} of shape {tuple(shape)} need "
                          f"{nbytes} bytes ({nbytes / 2**30:.1f} GiB), more than the bound of {MEMORY_BOUND} bytes "
@@ -199,7 +201,7 @@ def linear_args(x, w, b) -> tuple[int, int, int]:
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, d1, ..., dk) with rank >= 2, got shape {x.shape}")
     N = x.shape[0]
-    D = int(np.prod(x.shape[1:]))
+    D = math.prod(x.shape[1:])
     if w.shape[0] != D:
         raise ValueError(f"x of shape {x.shape} flattens to D={D} features but w has shape {w.shape} "
                          f"(expects D={w.shape[0]})")

@@ -109,6 +109,11 @@ cdef inline void _avgpool_plane(const floating* x, floating* out, floating* rs,
             for j in range(W_out):
                 out[i * W_out + j] = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) * scale
         return
+    if pad == 0 and pw == W and (stride >= ph or H_out == 1):
+        # Full-width windows (a global average pool among them) read ph*W contiguous elements each.
+        for i in range(H_out):
+            out[i] = _contiguous_sum(x + i * stride * W, ph * W) * scale
+        return
     if (stride >= ph or H_out == 1) and (stride >= pw or W_out == 1):
         # Windows that do not overlap: each element is read at most once, summed directly.
         for i in range(H_out):
@@ -138,6 +143,27 @@ cdef inline void _avgpool_plane(const floating* x, floating* out, floating* rs,
                     o[j] += r0[j]
         for j in range(W_out):
             o[j] *= scale
+
+
+cdef inline floating _contiguous_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    # Eight independent partial sums: one running sum would wait on each addition's latency.
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t k = 0
+    while k + 8 <= n:
+        s0 += x[k]
+        s1 += x[k + 1]
+        s2 += x[k + 2]
+        s3 += x[k + 3]
+        s4 += x[k + 4]
+        s5 += x[k + 5]
+        s6 += x[k + 6]
+        s7 += x[k + 7]
+        k += 8
+    s0 = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while k < n:
+        s0 += x[k]
+        k += 1
+    return s0
 
 
 cdef inline void _row_window_sums(const floating* row, floating* r, Py_ssize_t W, Py_ssize_t W_out, Py_ssize_t pw,
@@ -235,6 +261,15 @@ cdef inline void _avgpool_back_plane(const floating* dout, floating* dx, floatin
         for h in range(H_out * stride, H):
             for w in range(W):
                 dx[h * W + w] = 0
+        return
+    if pad == 0 and pw == W and (stride >= ph or H_out == 1):
+        # Full-width windows: each fills ph*W contiguous elements; rows no window covers are zero.
+        memset(dx, 0, H * W * sizeof(floating))
+        for i in range(H_out):
+            g = dout[i] * scale
+            d0 = dx + i * stride * W
+            for w in range(ph * W):
+                d0[w] = g
         return
     if (stride >= ph or H_out == 1) and (stride >= pw or W_out == 1):
         # Windows that do not overlap: each element receives from at most one window.

@@ -108,11 +108,14 @@ class FastConv:
         s, algo, parts, limit = _plan(g)
         x = np.ascontiguousarray(x)
         bvec = np.ascontiguousarray(b)
-        operand = algo.filter_operand(np.ascontiguousarray(w), g)
         out = np.empty((g.N, g.F, g.H_out, g.W_out), dtype=x.dtype)
         share = min(s.num_threads, len(parts))
-        parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, share, s), parts,
-                           workers=share - 1, limit_blas=limit)
+        # The filter transform's small GEMMs run under the parts' BLAS setting too: a second BLAS thread
+        # stalls them whenever the machine is busy.
+        with parallel.one_blas_thread(limit):
+            operand = algo.filter_operand(np.ascontiguousarray(w), g)
+            parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, share, s), parts,
+                               workers=share - 1, limit_blas=False)
         return out, cache
 
     @staticmethod
@@ -141,7 +144,6 @@ class FastConv:
         s, algo, parts, limit = _plan(g)
         x = np.ascontiguousarray(x)
         dout = np.ascontiguousarray(dout)
-        operand = algo.backward_operand(np.ascontiguousarray(w), g)
         dx = np.empty(x.shape, dtype=x.dtype) if cache.need_dx else None
 
         share = min(s.num_threads, len(parts))
@@ -155,6 +157,9 @@ class FastConv:
             acc[1] += r[1]
             return acc
 
-        # Folded in part order: the same sums whichever thread ran which part.
-        dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=limit)
-        return dx, algo.filter_gradient(dw, w.shape), db
+        with parallel.one_blas_thread(limit):  # as in forward
+            operand = algo.backward_operand(np.ascontiguousarray(w), g)
+            # Folded in part order: the same sums whichever thread ran which part.
+            dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=False)
+            dw = algo.filter_gradient(dw, w.shape)
+        return dx, dw, db

@@ -80,7 +80,7 @@ class Winograd:
 
     def backward_operand(self, w, g):
         """``U^T`` (nk, C, F), contiguous: the left operand of ``dV = U^T dM``."""
-        return np.ascontiguousarray(self.transform.filter(w).transpose(0, 2, 1))
+        return self.transform.filter(w, transposed=True)
 
     def filter_gradient(self, dU, shape):
         """dw from ``dU`` (nk, F, C), summed over the parts."""

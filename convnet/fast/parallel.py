@@ -24,8 +24,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["kernel_threads", "batch_parts", "small_work", "blas_controller", "run_parts", "split", "run_split",
-           "PARTS_PER_THREAD"]
+__all__ = ["kernel_threads", "batch_parts", "small_work", "blas_controller", "one_blas_thread", "run_parts", "split",
+           "run_split", "PARTS_PER_THREAD"]
 
 # Parts per thread: a thread that is descheduled leaves its unclaimed parts to the others.
 PARTS_PER_THREAD = 4
@@ -69,6 +69,12 @@ def blas_controller():
             _WORKERS.blas = None
         _WORKERS.blas_probed = True
     return _WORKERS.blas
+
+
+def one_blas_thread(active: bool = True):
+    """A context that holds BLAS at one thread while it lasts, when ``active`` and threadpoolctl is there."""
+    blas = blas_controller() if active else None
+    return blas.limit(limits=1) if blas is not None else contextlib.nullcontext()
 
 
 def small_work(g, s) -> bool:

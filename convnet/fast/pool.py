@@ -86,8 +86,9 @@ class FastMaxPool:
         if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32 or argmax.shape != shape:
             raise ValueError(f"FastMaxPool: the cache's argmax must be an int32 array of shape {shape}; "
                              "pass the cache FastMaxPool.forward returned, unmodified")
-        lo, hi = (int(argmax.min()), int(argmax.max()))
-        if lo < 0 or hi >= g.H * g.W:
+        # Negative indices wrap to 2**31 and above as uint32: one pass checks both bounds.
+        if int(argmax.view(np.uint32).max()) >= g.H * g.W:
+            lo, hi = int(argmax.min()), int(argmax.max())
             raise ValueError(f"FastMaxPool: the cache's argmax holds indices in [{lo}, {hi}], outside "
                              f"[0, {g.H * g.W}) for {g.H}x{g.W} planes; the cache was modified")
         dout = np.ascontiguousarray(dout)

@@ -46,6 +46,27 @@ def test_split_batch_matches_naive(algo, case, dtype, conv_inputs, exact_conv, a
             assert_close_scaled(a, r, dtype, name, "winograd4" if algo == "winograd4" else "winograd2")
 
 
+def test_small_layer_holds_blas_at_one_thread_for_the_filter_transforms(conv_inputs, monkeypatch):
+    # Not only the parts: the transform of w (forward, backward) and of dU too; a busy machine stalls them otherwise.
+    before = _blas_threads()
+    if max(before, default=1) < 2:
+        pytest.skip(f"BLAS runs {before} thread(s) here: there is no second thread to hold back")
+    from convnet.fast.winograd import Transform
+
+    seen = []
+    real_filter, real_adjoint = Transform.filter, Transform.filter_adjoint
+    monkeypatch.setattr(Transform, "filter", lambda self, w, transposed=False: seen.append(_blas_threads())
+                        or real_filter(self, w, transposed))
+    monkeypatch.setattr(Transform, "filter_adjoint", lambda self, dU, shape: seen.append(_blas_threads())
+                        or real_adjoint(self, dU, shape))
+    with fast.config(conv_algorithm="winograd2", num_threads=2):
+        x, w, b, cp = conv_inputs((1, 4, 8, 8, 4, 3, 3, 1, 1), np.float64, 0)
+        out, cache = FastConv.forward(x, w, b, cp)
+        FastConv.backward(np.ones_like(out), cache)
+    assert len(seen) == 3 and all(all(t == 1 for t in threads) for threads in seen), seen
+    assert _blas_threads() == before
+
+
 def test_batch_parts_are_contiguous_and_balanced(conv_inputs):
     _blas_threads()
     g = _checks.conv_args(*conv_inputs((5, 3, 7, 6, 4, 3, 3, 1, 1), np.float64, 0))

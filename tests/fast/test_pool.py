@@ -105,6 +105,10 @@ POOL_REGRESSIONS = {
     "wide_window": (1, 2, 5, 9, 2, 7, 2, 1),
     "window_2x2_odd_input": (2, 2, 7, 5, 2, 2, 2, 0),  # the kernels' 2x2/2 fast path and its border
     "window_3x3_tiled_odd_input": (2, 2, 8, 7, 3, 3, 3, 0),
+    # The average pool's full-width path: 8 partial sums and a tail (65 = 8*8 + 1 elements), rows left uncovered.
+    "global_window": (2, 3, 5, 13, 5, 13, 1, 0),
+    "full_width_rows_uncovered": (2, 2, 9, 7, 2, 7, 4, 0),
+    "full_width_tiled": (1, 2, 9, 7, 3, 7, 3, 0),
 }
 
 

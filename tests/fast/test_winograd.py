@@ -89,6 +89,9 @@ def test_filter_transform_and_its_adjoint(m):
     assert U.shape == (t.nk, 3, 2) and U.flags.c_contiguous
     np.testing.assert_allclose(U.reshape(t.alpha, t.alpha, 3, 2), np.einsum("ri,fcij,sj->rsfc", t.G, w, t.G),
                                rtol=1e-13, atol=1e-13)
+    Ut = t.filter(w, transposed=True)  # the backward pass's operand, laid out (nk, C, F)
+    assert Ut.shape == (t.nk, 2, 3) and Ut.flags.c_contiguous
+    np.testing.assert_array_equal(Ut, U.transpose(0, 2, 1))
     dU = rng.standard_normal(U.shape)
     np.testing.assert_allclose(np.vdot(U, dU), np.vdot(w, t.filter_adjoint(dU, w.shape)), rtol=1e-12)
 
