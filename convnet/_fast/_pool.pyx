@@ -263,13 +263,19 @@ cdef inline void _avgpool_back_plane(const floating* dout, floating* dx, floatin
                 dx[h * W + w] = 0
         return
     if pad == 0 and pw == W and (stride >= ph or H_out == 1):
-        # Full-width windows: each fills ph*W contiguous elements; rows no window covers are zero.
-        memset(dx, 0, H * W * sizeof(floating))
+        # Full-width windows: each fills ph*W contiguous elements; only the rows no window covers are zeroed.
+        h = 0
         for i in range(H_out):
+            hs = i * stride
+            if hs > h:
+                memset(dx + h * W, 0, (hs - h) * W * sizeof(floating))
             g = dout[i] * scale
-            d0 = dx + i * stride * W
+            d0 = dx + hs * W
             for w in range(ph * W):
                 d0[w] = g
+            h = hs + ph
+        if h < H:
+            memset(dx + h * W, 0, (H - h) * W * sizeof(floating))
         return
     if (stride >= ph or H_out == 1) and (stride >= pw or W_out == 1):
         # Windows that do not overlap: each element receives from at most one window.

@@ -200,6 +200,24 @@ def test_max_pool_backward_kernel_zeroes_dx_itself(dtype, pool_param, compiled):
     np.testing.assert_array_equal(dx.reshape(x.shape), ref)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_full_width_avg_pool_backward_zeroes_the_rows_no_window_covers(dtype):
+    # 7 rows, 2x5 windows at stride 3 on 5 columns: rows 0-1 and 3-4 are covered; row 2 and rows 5-6 must be 0.
+    from convnet.fast import _backend, _numpy
+
+    dout = np.arange(1, 9, dtype=dtype).reshape(4, 2, 1)
+    want = np.zeros((4, 7, 5), dtype=dtype)
+    want[:, 0:2] = dout[:, 0:1] / 10
+    want[:, 3:5] = dout[:, 1:2] / 10
+    for kernels in {_backend, _numpy}:
+        dx = np.full((4, 7, 5), np.nan, dtype=dtype)
+        kernels.avgpool_backward(dout, dx, 2, 5, 3, 0, 1)
+        np.testing.assert_allclose(dx, want, rtol=1e-6, atol=0)
+        out = np.full((4, 2, 1), np.nan, dtype=dtype)
+        kernels.avgpool_forward(want, out, 2, 5, 3, 0, 1)
+        np.testing.assert_allclose(out, dout / 10, rtol=1e-6, atol=0)  # each window holds 10 copies of dout/10
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_kernels_overwrite_their_outputs(kind, pool_param):
     # Every backend fills np.empty memory completely: garbage in the output buffers must not leak.
