@@ -609,3 +609,122 @@ def winograd_output_adjoint(const floating[:, :, :, ::1] dout, floating[:, :, :]
             else:
                 _output_adjoint_plane(&dout[nf // F, nf % F, 0, 0], tb + nk * T, tb, Ho, Wo, tH, tW)
                 _scatter_rows(tb, &dM[0, nf % F, (nf // F) * T], T, kstride, nk)
+
+
+# ---------------------------------------------------------------- filter transforms
+# The (filter, channel) pairs j of w go through in blocks of FB: each block's 9 weights per pair
+# are gathered into rows of FB, so both stages of G w G^T run as loops over FB contiguous values.
+
+cdef enum:
+    FB = 128  # pairs per block: the block's rows (9 + 3*alpha of FB values) stay in the L1 cache
+
+
+cdef inline void _combine(floating* dst, const floating* src, Py_ssize_t sstride, const floating* coef,
+                          Py_ssize_t nterms, Py_ssize_t nb) noexcept nogil:
+    # dst[b] = sum_t coef[t] * src[t*sstride + b] for b < nb, skipping zero coefficients.
+    cdef Py_ssize_t t, b
+    cdef floating g
+    cdef const floating* s
+    for b in range(nb):
+        dst[b] = 0
+    for t in range(nterms):
+        g = coef[t]
+        if g == 0:
+            continue
+        s = src + t * sstride
+        for b in range(nb):
+            dst[b] += g * s[b]
+
+
+cdef _filter_scratch(floating like, const double[:, ::1] G):
+    # [9 rows of FB weights][3*alpha rows of FB: the first stage][gcol][grow], the coefficient tables filled:
+    # gcol[l*alpha + r] = grow[r*3 + l] = G[r, l] in the kernels' precision.
+    cdef Py_ssize_t alpha = G.shape[0], r, l
+    cdef floating[::1] scratch = np.empty((9 + 3 * alpha) * FB + 6 * alpha,
+                                          dtype=np.float32 if floating is float else np.float64)
+    cdef floating* gcol = &scratch[(9 + 3 * alpha) * FB]
+    for r in range(alpha):
+        for l in range(3):
+            gcol[l * alpha + r] = <floating>G[r, l]
+            gcol[3 * alpha + r * 3 + l] = <floating>G[r, l]
+    return scratch
+
+
+def winograd_filter(const floating[:, :, :, ::1] w, floating[:, :, ::1] U, const double[:, ::1] G,
+                    bint transposed=False, Py_ssize_t lo=0, Py_ssize_t hi=-1):
+    """U[k, f, c] = (G w[f, c] G^T)[r, s], k = alpha*r + s, for the pairs lo <= j < hi (hi -1: all).
+
+    U is (nk, F, C) with pair j = f*C + c, or with ``transposed`` (nk, C, F) with j = c*F + f.
+    G is the (alpha, 3) filter matrix, alpha = 4 or 6.
+    """
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], alpha = G.shape[0]
+    cdef Py_ssize_t J = F * C, j0, b, nb, e, r, s, l, f, c
+    if hi < 0:
+        hi = J
+    cdef floating[::1] scratch = _filter_scratch(w[0, 0, 0, 0], G)
+    cdef floating* wb = &scratch[0]
+    cdef floating* t1 = wb + 9 * FB
+    cdef floating* grow = t1 + 3 * alpha * FB + 3 * alpha
+    cdef const floating* wflat = &w[0, 0, 0, 0]
+    cdef const floating* src
+    cdef floating* out = &U[0, 0, 0]
+    with nogil:
+        j0 = lo
+        while j0 < hi:
+            nb = min(<Py_ssize_t>FB, hi - j0)
+            if transposed:  # pair j = c*F + f; stepping (f, c) avoids a division per pair
+                f = j0 % F
+                c = j0 // F
+                for b in range(nb):
+                    src = wflat + (f * C + c) * 9
+                    for e in range(9):
+                        wb[e * FB + b] = src[e]
+                    f += 1
+                    if f == F:
+                        f = 0
+                        c += 1
+            else:
+                src = wflat + j0 * 9
+                for b in range(nb):
+                    for e in range(9):
+                        wb[e * FB + b] = src[b * 9 + e]
+            # t1[r, l] = sum_i G[r, i] w[i, l]; U[r*alpha + s] = sum_l G[s, l] t1[r, l]
+            for r in range(alpha):
+                for l in range(3):
+                    _combine(t1 + (r * 3 + l) * FB, wb + l * FB, 3 * FB, grow + r * 3, 3, nb)
+            for r in range(alpha):
+                for s in range(alpha):
+                    _combine(out + (r * alpha + s) * J + j0, t1 + r * 3 * FB, FB, grow + s * 3, 3, nb)
+            j0 += FB
+
+
+def winograd_filter_adjoint(const floating[:, :, ::1] dU, floating[:, :, :, ::1] dw, const double[:, ::1] G,
+                            Py_ssize_t lo=0, Py_ssize_t hi=-1):
+    """dw[f, c] = G^T dU[:, f, c] G (dU (nk, F, C), pair j = f*C + c) for the pairs lo <= j < hi (hi -1: all)."""
+    cdef Py_ssize_t F = dw.shape[0], C = dw.shape[1], alpha = G.shape[0]
+    cdef Py_ssize_t J = F * C, j0, b, nb, e, r, l, i
+    if hi < 0:
+        hi = J
+    cdef floating[::1] scratch = _filter_scratch(dU[0, 0, 0], G)
+    cdef floating* wb = &scratch[0]
+    cdef floating* t1 = wb + 9 * FB
+    cdef floating* gcol = t1 + 3 * alpha * FB
+    cdef const floating* src = &dU[0, 0, 0]
+    cdef floating* dwflat = &dw[0, 0, 0, 0]
+    cdef floating* dst
+    with nogil:
+        j0 = lo
+        while j0 < hi:
+            nb = min(<Py_ssize_t>FB, hi - j0)
+            # t1[r, l] = sum_s dU[r*alpha + s] G[s, l]; dw[i, l] = sum_r G[r, i] t1[r, l]
+            for r in range(alpha):
+                for l in range(3):
+                    _combine(t1 + (r * 3 + l) * FB, src + r * alpha * J + j0, J, gcol + l * alpha, alpha, nb)
+            for i in range(3):
+                for l in range(3):
+                    _combine(wb + (i * 3 + l) * FB, t1 + l * FB, 3 * FB, gcol + i * alpha, alpha, nb)
+            dst = dwflat + j0 * 9
+            for b in range(nb):
+                for e in range(9):
+                    dst[b * 9 + e] = wb[e * FB + b]
+            j0 += FB

@@ -17,6 +17,9 @@ How it works (one module per job)
   (:func:`set_column_budget`), so extra memory does not grow with N.
 - :mod:`~convnet.fast.parallel`: a large batch is split across
   :func:`get_num_threads` threads, each with one-thread BLAS.
+- :mod:`~convnet.fast.workspace`: the convolution's scratch buffers, kept per
+  thread between calls (bounded by the ``workspace_limit`` setting; freed by
+  :func:`release_workspaces`), so repeated calls do not fault in fresh pages.
 - :mod:`~convnet.fast.pool`: ``FastMaxPool``, ``FastAvgPool``: direct loops
   over the N*C planes, on OpenMP threads for large inputs.
 - ``_config``: the settings (:func:`config`, the ``set_*`` / ``get_*``
@@ -61,13 +64,14 @@ from convnet.fast.conv import FastConv
 from convnet.fast.conv_im2col import col2im, im2col
 from convnet.fast.inputs import network_input
 from convnet.fast.pool import FastAvgPool, FastMaxPool
+from convnet.fast.workspace import release as release_workspaces
 
 __all__ = [
     "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON", "CPU_VARIANT",
     "config", "get_config",
     "set_num_threads", "get_num_threads", "set_column_budget", "get_column_budget",
     "set_conv_algorithm", "get_conv_algorithm", "CONV_ALGORITHMS",
-    "im2col", "col2im", "network_input",
+    "im2col", "col2im", "network_input", "release_workspaces",
 ]
 
 # Not in the student starter: the fast spatial batch norm (it holds the batch-norm backward), the fused ReLU.

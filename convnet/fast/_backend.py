@@ -16,6 +16,8 @@ layers never ask which one runs:
 ``winograd_input_adjoint``    (dV, dx, pad, tH, tW, nthreads, m)
 ``winograd_output``           (M, b, out, tH, tW, nthreads, m)
 ``winograd_output_adjoint``   (dout, dM, tH, tW, nthreads, m)
+``winograd_filter``           (w, U, G, transposed, lo, hi)
+``winograd_filter_adjoint``   (dU, dw, G, lo, hi)
 ============================  ==================================================
 
 The compiled kernels never validate: their callers in :mod:`convnet.fast`
@@ -38,7 +40,7 @@ from convnet.fast._config import PUREPYTHON, REQUIRE_CYTHON
 __all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "VARIANTS", "cpu_supports", "kernel_module",
            "im2col_into", "col2im_into", "bias_transpose", "maxpool_forward",
            "maxpool_backward", "avgpool_forward", "avgpool_backward", "winograd_input", "winograd_input_adjoint",
-           "winograd_output", "winograd_output_adjoint"]
+           "winograd_output", "winograd_output_adjoint", "winograd_filter", "winograd_filter_adjoint"]
 
 # Builds of each kernel module: variant name -> module-name suffix and the CPU features it needs
 # (the x86-64 micro-architecture levels; setup.py compiles them with -march=x86-64-v3 / -v4).
@@ -112,6 +114,7 @@ if not PUREPYTHON:
         maxpool_backward, maxpool_forward = _pool.maxpool_backward, _pool.maxpool_forward
         winograd_input, winograd_input_adjoint = _winograd.winograd_input, _winograd.winograd_input_adjoint
         winograd_output, winograd_output_adjoint = _winograd.winograd_output, _winograd.winograd_output_adjoint
+        winograd_filter, winograd_filter_adjoint = _winograd.winograd_filter, _winograd.winograd_filter_adjoint
     except ImportError as exc:  # the extension was not built (or failed to load)
         IMPORT_ERROR = exc
 
@@ -127,5 +130,5 @@ if not HAVE_CYTHON:
         )
     from convnet.fast._numpy import (avgpool_backward, avgpool_forward, bias_transpose,  # noqa: F811
                                      col2im_into, im2col_into, maxpool_backward, maxpool_forward,
-                                     winograd_input, winograd_input_adjoint, winograd_output,
-                                     winograd_output_adjoint)
+                                     winograd_filter, winograd_filter_adjoint, winograd_input,
+                                     winograd_input_adjoint, winograd_output, winograd_output_adjoint)

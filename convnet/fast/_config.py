@@ -49,6 +49,8 @@ CONV_KERNEL_THREADS = 1
 PARALLEL_MIN_WORK = 1 << 22
 # Below this many multiply-adds (forward) splitting the batch across threads costs more than it saves.
 SPLIT_MIN_WORK = 1 << 24
+# Scratch kept between calls (convnet.fast.workspace): the column budget plus room for the filter transforms.
+DEFAULT_WORKSPACE_LIMIT = 128 * 2**20
 # Thin layers (C*HH*WW up to this) run per-image backward GEMMs on dout as it lies, not on a transposed copy.
 PER_IMAGE_GEMM_MAX_K = 32
 
@@ -101,6 +103,9 @@ class Settings:
         Forward multiply-adds from which a convolution splits its batch.
     per_image_gemm_max_k : int >= 0
         Largest ``C*HH*WW`` whose im2col backward runs per-image GEMMs.
+    workspace_limit : int >= 0
+        Bytes of scratch buffers the convolution may keep between calls
+        (:mod:`convnet.fast.workspace`); 0 keeps none.
     """
 
     num_threads: int = DEFAULT_THREADS
@@ -111,6 +116,7 @@ class Settings:
     split_batch: bool = True
     split_min_work: int = SPLIT_MIN_WORK
     per_image_gemm_max_k: int = PER_IMAGE_GEMM_MAX_K
+    workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
 
 
 def _threads(label, value) -> int:
@@ -149,6 +155,7 @@ _VALIDATORS = {
     "split_batch": _boolean,
     "split_min_work": _at_least(0),
     "per_image_gemm_max_k": _at_least(0),
+    "workspace_limit": _at_least(0),
 }
 
 
@@ -201,7 +208,9 @@ def config(**changes):
         Any fields of :class:`Settings`: ``num_threads`` (0 or None: the
         default), ``column_budget``, ``conv_algorithm``, and the tuning
         settings ``conv_kernel_threads``, ``parallel_min_work``,
-        ``split_batch``, ``split_min_work``, ``per_image_gemm_max_k``.
+        ``split_batch``, ``split_min_work``, ``per_image_gemm_max_k``, and
+        ``workspace_limit`` (bytes of scratch kept between calls; see
+        :func:`convnet.fast.release_workspaces`).
 
     Yields
     ------

@@ -156,3 +156,19 @@ def winograd_output_adjoint(dout, dM, tH, tW, nthreads=1, m=2):
     AT = t.AT.astype(dout.dtype)
     dM.reshape(a, a, F, n, tH, tW)[...] = np.einsum("ai,nfhawb,bj->ijfnhw", AT,
                                                      dyp.reshape(n, F, tH, m, tW, m), AT, optimize=True)
+
+
+def winograd_filter(w, U, G, transposed=False, lo=0, hi=-1):
+    """``U[k, f, c] = (G w[f, c] G^T)[r, s]`` (``transposed``: U is (nk, C, F)) for the pairs lo <= j < hi."""
+    full = TRANSFORMS[G.shape[0] - 2].filter(w, transposed)
+    J = full.shape[1] * full.shape[2]
+    hi = J if hi < 0 else hi
+    U.reshape(-1, J)[:, lo:hi] = full.reshape(-1, J)[:, lo:hi]
+
+
+def winograd_filter_adjoint(dU, dw, G, lo=0, hi=-1):
+    """``dw[f, c] = G^T dU[:, f, c] G`` for the pairs lo <= j < hi (j = f*C + c)."""
+    full = TRANSFORMS[G.shape[0] - 2].filter_adjoint(dU, dw.shape)
+    J = dw.shape[0] * dw.shape[1]
+    hi = J if hi < 0 else hi
+    dw.reshape(J, 9)[lo:hi] = full.reshape(J, 9)[lo:hi]

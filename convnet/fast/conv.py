@@ -113,7 +113,7 @@ class FastConv:
         # The filter transform's small GEMMs run under the parts' BLAS setting too: a second BLAS thread
         # stalls them whenever the machine is busy.
         with parallel.one_blas_thread(limit):
-            operand = algo.filter_operand(np.ascontiguousarray(w), g)
+            operand = algo.filter_operand(np.ascontiguousarray(w), g, s)
             parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, share, s), parts,
                                workers=share - 1, limit_blas=False)
         return out, cache
@@ -158,8 +158,8 @@ class FastConv:
             return acc
 
         with parallel.one_blas_thread(limit):  # as in forward
-            operand = algo.backward_operand(np.ascontiguousarray(w), g)
+            operand = algo.backward_operand(np.ascontiguousarray(w), g, s)
             # Folded in part order: the same sums whichever thread ran which part.
             dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=False)
-            dw = algo.filter_gradient(dw, w.shape)
+            dw = algo.filter_gradient(dw, w.shape, s)
         return dx, dw, db

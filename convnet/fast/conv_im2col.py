@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
-from convnet.fast import _backend, _config
+from convnet.fast import _backend, _config, workspace
 
 __all__ = ["im2col", "col2im", "chunk_size", "Im2col", "IM2COL", "CHUNK_TARGET"]
 
@@ -115,13 +115,13 @@ class Im2col:
         """Any kernel, stride and padding."""
         return True
 
-    def filter_operand(self, w, g):
+    def filter_operand(self, w, g, s):
         """The filters as the GEMM's left operand: (F, C*HH*WW)."""
         return w.reshape(g.F, g.C * g.HH * g.WW)
 
     backward_operand = filter_operand
 
-    def filter_gradient(self, dw, shape):
+    def filter_gradient(self, dw, shape, s):
         """dw (F, C*HH*WW), summed over the parts, in the filters' shape."""
         return dw.reshape(shape)
 
@@ -130,7 +130,7 @@ class Im2col:
         K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
         out = out.reshape(g.N, g.F, P)
         nb = min(chunk_size(g, x.itemsize, s.column_budget, buffers=share), hi - lo)
-        buf = np.empty(K * nb * P, dtype=x.dtype)
+        buf = workspace.empty("im2col.cols", (K * nb * P,), x.dtype)
         for n0 in range(lo, hi, nb):  # a loop over chunks of the batch, not elements
             m = min(nb, hi - n0)
             cols = buf[:K * m * P].reshape(K, m * P)
@@ -146,8 +146,8 @@ class Im2col:
         dw = np.zeros((g.F, K), dtype=x.dtype)
         dwT = dw.T  # the long GEMM below runs faster producing dw^T
         nb = min(chunk_size(g, x.itemsize, s.column_budget, buffers=2 * share), hi - lo)
-        buf = np.empty(K * nb * P, dtype=x.dtype)
-        dbuf = np.empty(K * nb * P, dtype=x.dtype) if dx is not None else None
+        buf = workspace.empty("im2col.cols", (K * nb * P,), x.dtype)
+        dbuf = workspace.empty("im2col.dcols", (K * nb * P,), x.dtype) if dx is not None else None
         for n0 in range(lo, hi, nb):
             m = min(nb, hi - n0)
             cols = buf[:K * m * P].reshape(K, m * P)

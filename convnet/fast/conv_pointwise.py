@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
+from convnet.fast import workspace
 
 __all__ = ["Pointwise", "POINTWISE"]
 
@@ -27,13 +28,13 @@ class Pointwise:
         """1x1 kernels without padding, any stride."""
         return g.HH == 1 and g.WW == 1 and g.pad == 0
 
-    def filter_operand(self, w, g):
+    def filter_operand(self, w, g, s):
         """The filters as a matrix (F, C)."""
         return w.reshape(g.F, g.C)
 
     backward_operand = filter_operand
 
-    def filter_gradient(self, dw, shape):
+    def filter_gradient(self, dw, shape, s):
         """dw (F, C), summed over the parts, in the filters' shape."""
         return dw.reshape(shape)
 
@@ -54,7 +55,7 @@ class Pointwise:
         return view.reshape(m, g.C, g.H_out * g.W_out)
 
     def _buffer(self, g, x, nb):
-        return np.empty(nb * g.C * g.H_out * g.W_out, dtype=x.dtype) if g.stride > 1 else None
+        return workspace.empty("pointwise.gather", (nb * g.C * g.H_out * g.W_out,), x.dtype) if g.stride > 1 else None
 
     def forward(self, x, wmat, b, out, g, lo, hi, share, s):
         """out[lo:hi] (N, F, H_out, W_out) = W @ x[n] + b."""

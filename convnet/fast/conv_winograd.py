@@ -15,23 +15,25 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from convnet import _checks
-from convnet.fast import _backend
+from convnet.fast import _backend, parallel, workspace
 from convnet.fast.winograd import F2, F4
 
 __all__ = ["Winograd", "WINOGRAD2", "WINOGRAD4", "CHUNK_TARGET"]
 
 # Longer chunks mean longer GEMMs until the transforms miss the L2 cache (benchmarks/README.md: chunk sizes).
 CHUNK_TARGET = 5 * 2**18
+# A filter transform's element costs about this many pooling elements (parallel_min_work decides its threads).
+FILTER_WORK_SCALE = 8
 # Slabs read together, a multiple of 4 KiB apart, fall in the same cache sets: skew them by this many bytes.
 SLAB_SKEW = 320
 
 
-def _slab_buffer(nk, rows, P, dtype):
-    """Empty (nk, rows, P) array whose nk slabs are C-contiguous, :data:`SLAB_SKEW` bytes past 4 KiB apart."""
+def _slab_buffer(name, nk, rows, P, dtype):
+    """Empty (nk, rows, P) array in workspace ``name``, its nk slabs C-contiguous, :data:`SLAB_SKEW` bytes past 4 KiB apart."""
     itemsize = np.dtype(dtype).itemsize
     nbytes = -(-rows * P * itemsize // 64) * 64
     nbytes += (SLAB_SKEW - nbytes % 4096) % 4096
-    buf = np.empty(nk * nbytes // itemsize, dtype=dtype)
+    buf = workspace.empty(name, (nk * nbytes // itemsize,), dtype)
     return as_strided(buf, shape=(nk, rows, P), strides=(nbytes, P * itemsize, itemsize))
 
 
@@ -74,17 +76,27 @@ class Winograd:
         limit = min(budget // share, CHUNK_TARGET)
         return int(max(1, min(g.N, limit // per_image)))
 
-    def filter_operand(self, w, g):
-        """``U`` (nk, F, C): the transformed filters."""
-        return self.transform.filter(w)
+    def filter_operand(self, w, g, s):
+        """``U`` (nk, F, C): the transformed filters (scratch: used within the call only)."""
+        return self._filter(w, g, s, False)
 
-    def backward_operand(self, w, g):
-        """``U^T`` (nk, C, F), contiguous: the left operand of ``dV = U^T dM``."""
-        return self.transform.filter(w, transposed=True)
+    def backward_operand(self, w, g, s):
+        """``U^T`` (nk, C, F), contiguous: the left operand of ``dV = U^T dM``, transformed from w as it lies."""
+        return self._filter(w, g, s, True)
 
-    def filter_gradient(self, dU, shape):
-        """dw from ``dU`` (nk, F, C), summed over the parts."""
-        return self.transform.filter_adjoint(dU, shape)
+    def _filter(self, w, g, s, transposed):
+        t = self.transform
+        U = workspace.empty("winograd.U", (t.nk, g.C, g.F) if transposed else (t.nk, g.F, g.C), w.dtype)
+        parallel.run_split(lambda lo, hi: _backend.winograd_filter(w, U, t.G, transposed, lo, hi),
+                           g.F * g.C, t.nk * g.F * g.C * FILTER_WORK_SCALE, s)
+        return U
+
+    def filter_gradient(self, dU, shape, s):
+        """dw (F, C, 3, 3), a fresh array, from ``dU`` (nk, F, C) summed over the parts."""
+        dw = np.empty(shape, dtype=dU.dtype)
+        parallel.run_split(lambda lo, hi: _backend.winograd_filter_adjoint(dU, dw, self.transform.G, lo, hi),
+                           shape[0] * shape[1], dU.size * FILTER_WORK_SCALE, s)
+        return dw
 
     def _chunks(self, g, x, lo, hi, budget, share):
         """[(n0, m, V, M, VT), ...]: the chunks of images lo:hi with views of two slab buffers:
@@ -94,9 +106,9 @@ class Winograd:
         tH, tW = t.tiles(g)
         T = tH * tW
         nb = min(self.chunk_size(g, x.itemsize, budget, share), hi - lo)
-        vbuf = _slab_buffer(t.nk, g.C, nb * T, x.dtype)
+        vbuf = _slab_buffer("winograd.V", t.nk, g.C, nb * T, x.dtype)
         vtbuf = as_strided(vbuf, shape=(t.nk, nb * T, g.C), strides=(vbuf.strides[0], g.C * x.itemsize, x.itemsize))
-        mbuf = _slab_buffer(t.nk, g.F, nb * T, x.dtype)
+        mbuf = _slab_buffer("winograd.M", t.nk, g.F, nb * T, x.dtype)
         views = {}
         chunks = []
         for n0 in range(lo, hi, nb):
@@ -124,13 +136,17 @@ class Winograd:
         """
         m_tile, nt = self.transform.m, s.conv_kernel_threads
         tH, tW = self.transform.tiles(g)
-        dU = np.zeros((self.transform.nk, g.F, g.C), dtype=x.dtype)
-        part = np.empty_like(dU)
-        for n0, m, V, dM, VT in self._chunks(g, x, lo, hi, s.column_budget, share):
+        shape = (self.transform.nk, g.F, g.C)
+        # The whole batch in one part: dU goes no further than filter_gradient, so it may live in the workspace.
+        dU = workspace.empty("winograd.dU", shape, x.dtype) if (lo, hi) == (0, g.N) else np.empty(shape, x.dtype)
+        for i, (n0, m, V, dM, VT) in enumerate(self._chunks(g, x, lo, hi, s.column_budget, share)):
             _backend.winograd_output_adjoint(dout[n0:n0 + m], dM, tH, tW, nt, m_tile)
             # The tiles laid out (P, C) make dM @ VT an NN GEMM, faster than dM @ V^T.
             _backend.winograd_input(x[n0:n0 + m], VT, g.pad, tH, tW, nt, m_tile, True)
-            dU += np.matmul(dM, VT, out=part)
+            if i == 0:
+                np.matmul(dM, VT, out=dU)  # no zeroed dU to add the first chunk to
+            else:
+                dU += np.matmul(dM, VT, out=workspace.empty("winograd.dU_chunk", shape, x.dtype))
             if dx is None:
                 continue
             np.matmul(Ut, dM, out=V)  # the tiles are used up: their memory takes their gradient

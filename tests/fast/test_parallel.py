@@ -51,14 +51,12 @@ def test_small_layer_holds_blas_at_one_thread_for_the_filter_transforms(conv_inp
     before = _blas_threads()
     if max(before, default=1) < 2:
         pytest.skip(f"BLAS runs {before} thread(s) here: there is no second thread to hold back")
-    from convnet.fast.winograd import Transform
+    from convnet.fast import _backend
 
     seen = []
-    real_filter, real_adjoint = Transform.filter, Transform.filter_adjoint
-    monkeypatch.setattr(Transform, "filter", lambda self, w, transposed=False: seen.append(_blas_threads())
-                        or real_filter(self, w, transposed))
-    monkeypatch.setattr(Transform, "filter_adjoint", lambda self, dU, shape: seen.append(_blas_threads())
-                        or real_adjoint(self, dU, shape))
+    for name in ("winograd_filter", "winograd_filter_adjoint"):
+        real = getattr(_backend, name)
+        monkeypatch.setattr(_backend, name, lambda *a, real=real: seen.append(_blas_threads()) or real(*a))
     with fast.config(conv_algorithm="winograd2", num_threads=2):
         x, w, b, cp = conv_inputs((1, 4, 8, 8, 4, 3, 3, 1, 1), np.float64, 0)
         out, cache = FastConv.forward(x, w, b, cp)

@@ -96,6 +96,54 @@ def test_filter_transform_and_its_adjoint(m):
     np.testing.assert_allclose(np.vdot(U, dU), np.vdot(w, t.filter_adjoint(dU, w.shape)), rtol=1e-12)
 
 
+# (F, C): one pair; fewer pairs than a block; several blocks with a partial last one (the kernels take 128 a time).
+FILTER_SHAPES = [(1, 1), (3, 5), (17, 30), (64, 33)]
+
+
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("FC", FILTER_SHAPES, ids=lambda fc: f"{fc[0]}x{fc[1]}")
+def test_filter_kernels_apply_the_transform_and_its_adjoint(kernels, dtype, m, FC, tol):
+    t = TRANSFORMS[m]
+    F, C = FC
+    rng = np.random.default_rng(F * C)
+    w = rng.standard_normal((F, C, 3, 3)).astype(dtype)
+    dU = rng.standard_normal((t.nk, F, C)).astype(dtype)
+    for transposed in (False, True):
+        U = np.full((t.nk, C, F) if transposed else (t.nk, F, C), np.nan, dtype=dtype)
+        kernels.winograd_filter(w, U, t.G, transposed, 0, -1)
+        exact = t.filter(w.astype(np.float64), transposed)
+        np.testing.assert_allclose(U, exact, **tol(dtype))
+    dw = np.full(w.shape, np.nan, dtype=dtype)
+    kernels.winograd_filter_adjoint(dU, dw, t.G, 0, -1)
+    np.testing.assert_allclose(dw, t.filter_adjoint(dU.astype(np.float64), w.shape), **tol(dtype))
+
+
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_filter_kernels_write_only_their_range_of_pairs(kernels, transposed):
+    # The pairs are split between threads: each call may touch only pairs lo..hi-1 (the same values as in one call).
+    t = TRANSFORMS[2]
+    F, C = 13, 21
+    rng = np.random.default_rng(1)
+    w, dU = rng.standard_normal((F, C, 3, 3)), rng.standard_normal((t.nk, F, C))
+    whole = np.empty((t.nk, C, F) if transposed else (t.nk, F, C))
+    kernels.winograd_filter(w, whole, t.G, transposed, 0, F * C)
+    dw_whole = np.empty(w.shape)
+    kernels.winograd_filter_adjoint(dU, dw_whole, t.G, 0, F * C)
+    for lo, hi in [(0, 1), (5, 140), (130, 273), (272, 273)]:
+        U = np.full_like(whole, np.nan)
+        kernels.winograd_filter(w, U, t.G, transposed, lo, hi)
+        flat, ref = U.reshape(t.nk, -1), whole.reshape(t.nk, -1)
+        np.testing.assert_array_equal(flat[:, lo:hi], ref[:, lo:hi])
+        assert np.isnan(flat[:, :lo]).all() and np.isnan(flat[:, hi:]).all()
+        dw = np.full_like(dw_whole, np.nan)
+        kernels.winograd_filter_adjoint(dU, dw, t.G, lo, hi)
+        np.testing.assert_array_equal(dw.reshape(-1, 9)[lo:hi], dw_whole.reshape(-1, 9)[lo:hi])
+        assert np.isnan(dw.reshape(-1, 9)[:lo]).all() and np.isnan(dw.reshape(-1, 9)[hi:]).all()
+
+
 @pytest.mark.parametrize("algo", WINO_ALGOS)
 @pytest.mark.parametrize("shape", [(2, 3, 7, 5, 4, 2), (2, 3, 38, 21, 2, 1)], ids=["small", "two_tile_blocks"])
 def test_winograd_numpy_fallback_matches_kernels(shape, algo, compiled):
