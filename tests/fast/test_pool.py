@@ -161,6 +161,34 @@ def test_max_pool_ties_go_to_first_maximum(dtype, pool_param, check_pool_vs_naiv
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 2, 2), (3, 1, 10, 4)], ids=["odd", "one_window", "even"])
+def test_max_pool_2x2_stride_2_picks_the_first_maximum(shape, dtype, pool_param, check_pool_vs_naive,
+                                                     check_pool_vs_torch):
+    # The kernels' 2x2/2 path compares four values with selects: ties (and infinities) go to the first in row-major order.
+    rng = np.random.default_rng(sum(shape))
+    xi = rng.integers(-1, 2, size=shape).astype(dtype)
+    xi[rng.random(shape) < 0.1] = np.inf
+    xi[rng.random(shape) < 0.1] = -np.inf
+    check_pool_vs_naive("max", (*shape, 2, 2, 2, 0), dtype, x=xi)
+    if _torch_available():
+        check_pool_vs_torch("max", xi, pool_param(2, 2, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_stride_2_with_nan_in_one_plane(dtype, pool_param, tol):
+    # A plane holding a NaN takes the NaN-aware loop; its neighbours keep the 2x2 path: both as the naive layer.
+    x = np.random.default_rng(2).standard_normal((2, 3, 6, 7)).astype(dtype)
+    x[1, 2, 3, 4] = np.nan
+    pp = pool_param(2, 2, 2)
+    out, cache = FastMaxPool.forward(x, pp)
+    ref, rcache = layers.MaxPool.forward(x, pp)
+    np.testing.assert_array_equal(out, ref)  # NaN where naive has NaN (assert_array_equal treats NaNs as equal)
+    dout = np.random.default_rng(3).standard_normal(out.shape).astype(dtype)
+    np.testing.assert_allclose(FastMaxPool.backward(dout, cache), layers.MaxPool.backward(dout, rcache),
+                               **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_max_pool_propagates_nan_like_naive(dtype, pool_param, tol):
     # A NaN wins its window; its gradient goes to the window's first NaN (numpy's argmax).
     x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(dtype)
