@@ -47,8 +47,11 @@ DEFAULT_COLUMN_BUDGET = 64 * 2**20
 CONV_KERNEL_THREADS = 1
 # Below this many elements a pooling or batch-norm layer runs on one thread: waking a second costs more than the work.
 PARALLEL_MIN_WORK = 1 << 22
-# Below this many multiply-adds (forward) splitting the batch across threads costs more than it saves.
-SPLIT_MIN_WORK = 1 << 24
+# Below this many multiply-adds (forward) splitting the batch across threads costs more than it saves
+# (benchmarks/README.md: LeNet's 5x5 layers and the ResNet stem at batch 32 gained 10-40 % from 2**22 on).
+SPLIT_MIN_WORK = 1 << 22
+# A batch part of fewer images runs its GEMMs on too few columns: N = 32 ran 10-30 % slower in 8 parts than in 2.
+MIN_PART_IMAGES = 16
 # Scratch kept between calls (convnet.fast.workspace): the column budget plus room for the filter transforms.
 DEFAULT_WORKSPACE_LIMIT = 128 * 2**20
 # Thin layers (C*HH*WW up to this) run per-image backward GEMMs on dout as it lies, not on a transposed copy.
@@ -103,6 +106,9 @@ class Settings:
         Forward multiply-adds from which a convolution splits its batch.
     per_image_gemm_max_k : int >= 0
         Largest ``C*HH*WW`` whose im2col backward runs per-image GEMMs.
+    min_part_images : int >= 1
+        Images a batch part should hold: a split batch gets up to
+        ``PARTS_PER_THREAD`` parts per thread, fewer when they would hold fewer images.
     workspace_limit : int >= 0
         Bytes of scratch buffers the convolution may keep between calls
         (:mod:`convnet.fast.workspace`); 0 keeps none.
@@ -116,6 +122,7 @@ class Settings:
     split_batch: bool = True
     split_min_work: int = SPLIT_MIN_WORK
     per_image_gemm_max_k: int = PER_IMAGE_GEMM_MAX_K
+    min_part_images: int = MIN_PART_IMAGES
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
 
 
@@ -155,6 +162,7 @@ _VALIDATORS = {
     "split_batch": _boolean,
     "split_min_work": _at_least(0),
     "per_image_gemm_max_k": _at_least(0),
+    "min_part_images": _at_least(1),
     "workspace_limit": _at_least(0),
 }
 
@@ -208,7 +216,7 @@ def config(**changes):
         Any fields of :class:`Settings`: ``num_threads`` (0 or None: the
         default), ``column_budget``, ``conv_algorithm``, and the tuning
         settings ``conv_kernel_threads``, ``parallel_min_work``,
-        ``split_batch``, ``split_min_work``, ``per_image_gemm_max_k``, and
+        ``split_batch``, ``split_min_work``, ``per_image_gemm_max_k``, ``min_part_images``, and
         ``workspace_limit`` (bytes of scratch kept between calls; see
         :func:`convnet.fast.release_workspaces`).
 

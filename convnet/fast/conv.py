@@ -76,7 +76,7 @@ def _plan(g):
     """
     s = _config.settings()
     parts = parallel.batch_parts(g, s)
-    limit = len(parts) > 1 or (s.split_batch and parallel.small_work(g, s))
+    limit = len(parts) > 1 or (s.split_batch and parallel.small_for_blas_threads(g))
     return s, choose(g, s.conv_algorithm), parts, limit
 
 

@@ -1,7 +1,8 @@
 """Threads for the fast layers: a convolution's batch, the pooling planes, the batch-norm channels.
 
 A convolution with enough work splits its batch into contiguous parts,
-:data:`PARTS_PER_THREAD` per thread. Each part runs the whole pipeline
+up to :data:`PARTS_PER_THREAD` per thread (fewer where parts would hold fewer
+than ``min_part_images`` images). Each part runs the whole pipeline
 (im2col or the Winograd transforms, the GEMMs, col2im) on whichever of the
 ``num_threads`` threads claims it (:func:`run_parts`) while numpy's BLAS is
 limited to one thread through threadpoolctl: BLAS's own threads gain little
@@ -24,11 +25,13 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["kernel_threads", "batch_parts", "small_work", "blas_controller", "one_blas_thread", "run_parts", "split",
-           "run_split", "PARTS_PER_THREAD"]
+__all__ = ["kernel_threads", "batch_parts", "forward_work", "small_work", "small_for_blas_threads", "blas_controller",
+           "one_blas_thread", "run_parts", "split", "run_split", "PARTS_PER_THREAD", "BLAS_THREADS_MIN_WORK"]
 
 # Parts per thread: a thread that is descheduled leaves its unclaimed parts to the others.
 PARTS_PER_THREAD = 4
+# Below this many multiply-adds BLAS's threads do not pay on a layer's GEMMs, and a descheduled one stalls them.
+BLAS_THREADS_MIN_WORK = 1 << 24
 
 
 def kernel_threads(work: int, s) -> int:
@@ -77,9 +80,19 @@ def one_blas_thread(active: bool = True):
     return blas.limit(limits=1) if blas is not None else contextlib.nullcontext()
 
 
+def forward_work(g) -> int:
+    """A convolution's forward multiply-adds: ``N*F*H_out*W_out*C*HH*WW``."""
+    return g.N * g.F * g.H_out * g.W_out * g.C * g.HH * g.WW
+
+
 def small_work(g, s) -> bool:
-    """A convolution below ``split_min_work``: too small for threads, BLAS's included."""
-    return g.N * g.F * g.H_out * g.W_out * g.C * g.HH * g.WW < s.split_min_work
+    """A convolution below ``split_min_work``: too small to split its batch."""
+    return forward_work(g) < s.split_min_work
+
+
+def small_for_blas_threads(g) -> bool:
+    """A convolution below :data:`BLAS_THREADS_MIN_WORK`: its GEMMs run on one BLAS thread."""
+    return forward_work(g) < BLAS_THREADS_MIN_WORK
 
 
 def batch_parts(g, s) -> list:
@@ -89,12 +102,15 @@ def batch_parts(g, s) -> list:
     ----------
     g : convnet._checks.ConvGeometry
     s : convnet.fast._config.Settings
-        ``num_threads``, ``split_batch`` and ``split_min_work`` decide.
+        ``num_threads``, ``split_batch``, ``split_min_work`` and ``min_part_images`` decide:
+        up to :data:`PARTS_PER_THREAD` parts per thread, each of at least
+        ``min_part_images`` images where the batch allows.
     """
     nthreads = min(s.num_threads, g.N)
     if not s.split_batch or nthreads < 2 or small_work(g, s) or not blas_controller():
         return [(0, g.N)]
-    return split(g.N, nthreads * PARTS_PER_THREAD)
+    per_thread = max(1, min(PARTS_PER_THREAD, g.N // (nthreads * s.min_part_images)))
+    return split(g.N, nthreads * per_thread)
 
 
 class _Claims:

@@ -31,13 +31,14 @@ class _NullController:
     ("winograd4", (5, 4, 7, 9, 3, 3, 3, 1, 2)),
 ])
 def test_split_batch_matches_naive(algo, case, dtype, conv_inputs, exact_conv, assert_close_scaled):
-    # Force the split on small inputs: 2 and 3 threads (PARTS_PER_THREAD parts each, at most one per image).
+    # Force the split on small inputs: 2 and 3 threads, parts of one image and up.
     _blas_threads()
     for n in (2, 3):
-        with fast.config(split_min_work=0, conv_algorithm=algo, num_threads=n):
+        with fast.config(split_min_work=0, conv_algorithm=algo, num_threads=n, min_part_images=1):
             g = _checks.conv_args(*conv_inputs(case, dtype, 0))
-            parts = parallel.batch_parts(g, Settings(num_threads=n, split_min_work=0))
-            assert len(parts) == min(n * parallel.PARTS_PER_THREAD, case[0])
+            parts = parallel.batch_parts(g, Settings(num_threads=n, split_min_work=0, min_part_images=1))
+            # One part per thread at least; several per thread once the batch holds two images per thread.
+            assert len(parts) >= min(n, case[0]) and (len(parts) > n or case[0] < 2 * n)
             x, w, b, cp = conv_inputs(case, dtype, 6)
             out, cache = FastConv.forward(x, w, b, cp)
             dout = np.random.default_rng(7).standard_normal(out.shape).astype(dtype)
@@ -67,8 +68,9 @@ def test_small_layer_holds_blas_at_one_thread_for_the_filter_transforms(conv_inp
 
 def test_batch_parts_are_contiguous_and_balanced(conv_inputs):
     _blas_threads()
-    g = _checks.conv_args(*conv_inputs((5, 3, 7, 6, 4, 3, 3, 1, 1), np.float64, 0))
-    assert parallel.batch_parts(g, Settings(num_threads=3, split_min_work=0)) == [(i, i + 1) for i in range(5)]
+    g = _checks.conv_args(*conv_inputs((12, 3, 7, 6, 4, 3, 3, 1, 1), np.float64, 0))
+    assert parallel.batch_parts(g, Settings(num_threads=3, split_min_work=0, min_part_images=1)) == [
+        (i, i + 1) for i in range(12)]
     assert parallel.split(5, 3) == [(0, 1), (1, 3), (3, 5)]
     assert parallel.split(10, 4) == [(0, 2), (2, 5), (5, 7), (7, 10)]
     assert parallel.split(3, 1) == [(0, 3)] and parallel.split(2, 9) == [(0, 1), (1, 2)]
@@ -142,10 +144,21 @@ def test_split_batch_restores_blas_threads_and_propagates_errors():
     assert _blas_threads() == before
 
 
+@pytest.mark.parametrize("N,threads,parts", [(8, 2, 2), (32, 2, 2), (63, 2, 2), (64, 2, 4), (100, 2, 6), (128, 2, 8),
+                                             (1000, 2, 8), (96, 3, 6), (5, 3, 3)])
+def test_parts_hold_min_part_images_where_the_batch_allows(N, threads, parts, conv_inputs):
+    if not parallel.blas_controller():
+        pytest.skip("without threadpoolctl the batch is never split")
+    g = _checks.conv_args(*conv_inputs((N, 2, 5, 5, 2, 3, 3, 1, 1), np.float32, 0))
+    got = parallel.batch_parts(g, Settings(num_threads=threads, split_min_work=0, min_part_images=16))
+    assert len(got) == parts and got[0][0] == 0 and got[-1][1] == N
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
+
+
 def test_no_split_when_disabled_small_or_single_threaded(conv_inputs):
     g = _checks.conv_args(*conv_inputs((8, 16, 16, 16, 16, 3, 3, 1, 1), np.float32, 0))
     expect = 2 * parallel.PARTS_PER_THREAD if parallel.blas_controller() else 1
-    assert len(parallel.batch_parts(g, Settings(num_threads=2, split_min_work=0))) == expect
+    assert len(parallel.batch_parts(g, Settings(num_threads=2, split_min_work=0, min_part_images=1))) == expect
     assert parallel.batch_parts(g, Settings(num_threads=2, split_min_work=0, split_batch=False)) == [(0, 8)]
     assert parallel.batch_parts(g, Settings(num_threads=1, split_min_work=0)) == [(0, 8)]
     assert parallel.batch_parts(g, Settings(num_threads=2, split_min_work=10**12)) == [(0, 8)]
@@ -250,7 +263,7 @@ def test_fold_combines_in_part_order_whatever_finishes_first():
 def test_split_conv_is_deterministic(dtype, conv_inputs):
     # dw and db are folded in part order: repeated split runs agree bit for bit with each other.
     x, w, b, cp = conv_inputs((16, 8, 12, 12, 8, 3, 3, 1, 1), dtype, seed=4)
-    with fast.config(split_min_work=0, num_threads=2):
+    with fast.config(split_min_work=0, num_threads=2, min_part_images=1):  # 8 parts: folds out of order too
         out, cache = FastConv.forward(x, w, b, cp)
         dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
         first = FastConv.backward(dout, cache)
