@@ -131,6 +131,9 @@ def check_params(name: str, params, required=(), optional=None, allowed=None) ->
     in) and ``allowed`` (accepted, no default); an unknown key (a misspelt
     ``'padd'``) is a ValueError listing the valid ones. Returns a plain dict.
     """
+    if type(params) is dict and params.keys() <= {*required, *(optional or ()), *(allowed or ())} \
+            and all(k in params for k in required):
+        return {**optional, **params} if optional else dict(params)  # a valid dict: no messages to build
     if not isinstance(params, Mapping):
         raise TypeError(f"{name} must be a dict, got {type(params).__name__}")
     missing = [k for k in required if k not in params]
@@ -272,8 +275,9 @@ def pool_args(x, pool_param, layer: str = "pool") -> PoolGeometry:
                          f"{H + 2 * pad}x{W + 2 * pad} (x {H}x{W}, pad {pad})")
     H_out = output_size(H, ph, stride, pad)
     W_out = output_size(W, pw, stride, pad)
-    check_memory(layer, "output", (N, C, H_out, W_out), x.itemsize, pad, "pool_param")
-    check_memory(layer, "padded input", (N, C, H + 2 * pad, W + 2 * pad), x.itemsize, pad, "pool_param")
+    if pad:  # without padding the output and the padded input are no larger than x, which exists
+        check_memory(layer, "output", (N, C, H_out, W_out), x.itemsize, pad, "pool_param")
+        check_memory(layer, "padded input", (N, C, H + 2 * pad, W + 2 * pad), x.itemsize, pad, "pool_param")
     return PoolGeometry(N, C, H, W, ph, pw, stride, pad, H_out, W_out)
 
 
