@@ -12,7 +12,6 @@ Chunks are bounded like im2col's columns, on the transformed tiles.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from convnet import _checks
 from convnet.fast import _backend, parallel, workspace
@@ -29,18 +28,16 @@ SLAB_SKEW = 320
 
 
 def _slab_buffer(name, nk, rows, P, dtype):
-    """Empty (nk, rows, P) array in workspace ``name``, its nk slabs C-contiguous, :data:`SLAB_SKEW` bytes past 4 KiB apart."""
+    """Empty (nk, slab) array in workspace ``name``: rows*P elements per slab, slabs :data:`SLAB_SKEW` bytes past 4 KiB apart."""
     itemsize = np.dtype(dtype).itemsize
     nbytes = -(-rows * P * itemsize // 64) * 64
     nbytes += (SLAB_SKEW - nbytes % 4096) % 4096
-    buf = workspace.empty(name, (nk * nbytes // itemsize,), dtype)
-    return as_strided(buf, shape=(nk, rows, P), strides=(nbytes, P * itemsize, itemsize))
+    return workspace.empty(name, (nk, nbytes // itemsize), dtype)
 
 
-def _slab_chunk(slabs, m, T):
-    """The leading (nk, rows, m*T) part of a :func:`_slab_buffer` (same slab stride)."""
-    s = slabs.strides
-    return as_strided(slabs, shape=(slabs.shape[0], slabs.shape[1], m * T), strides=(s[0], m * T * s[2], s[2]))
+def _slabs(buf, rows, cols):
+    """The (nk, rows, cols) view of a :func:`_slab_buffer`, each slab C-contiguous (slicing, not as_strided: 10x cheaper)."""
+    return buf[:, :rows * cols].reshape(buf.shape[0], rows, cols)
 
 
 class Winograd:
@@ -107,14 +104,13 @@ class Winograd:
         T = tH * tW
         nb = min(self.chunk_size(g, x.itemsize, budget, share), hi - lo)
         vbuf = _slab_buffer("winograd.V", t.nk, g.C, nb * T, x.dtype)
-        vtbuf = as_strided(vbuf, shape=(t.nk, nb * T, g.C), strides=(vbuf.strides[0], g.C * x.itemsize, x.itemsize))
         mbuf = _slab_buffer("winograd.M", t.nk, g.F, nb * T, x.dtype)
         views = {}
         chunks = []
         for n0 in range(lo, hi, nb):
             m = min(nb, hi - n0)
             if m not in views:
-                views[m] = (_slab_chunk(vbuf, m, T), _slab_chunk(mbuf, m, T), vtbuf[:, :m * T])
+                views[m] = (_slabs(vbuf, g.C, m * T), _slabs(mbuf, g.F, m * T), _slabs(vbuf, m * T, g.C))
             chunks.append((n0, m) + views[m])
         return chunks
 
