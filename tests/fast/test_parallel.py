@@ -271,3 +271,21 @@ def test_split_conv_is_deterministic(dtype, conv_inputs):
             again = FastConv.backward(dout, cache)
             for a, r in zip(again, first):
                 np.testing.assert_array_equal(a, r)
+
+
+def test_one_blas_thread_holds_and_restores_every_blas_library():
+    before = _blas_threads()
+    if max(before, default=1) < 2:
+        pytest.skip(f"BLAS runs {before} thread(s) here: nothing to hold back")
+    with parallel.one_blas_thread():
+        assert all(n == 1 for n in _blas_threads())
+        with parallel.one_blas_thread():  # nested: the inner exit leaves the outer limit in place
+            pass
+        assert all(n == 1 for n in _blas_threads())
+    assert _blas_threads() == before
+    with pytest.raises(ZeroDivisionError):
+        with parallel.one_blas_thread():
+            1 / 0
+    assert _blas_threads() == before
+    with parallel.one_blas_thread(active=False):
+        assert _blas_threads() == before
