@@ -25,33 +25,45 @@ cdef inline void _im2col_row(const floating* x, floating* row, Py_ssize_t N, Py_
                              Py_ssize_t H, Py_ssize_t W, Py_ssize_t c, Py_ssize_t kh, Py_ssize_t kw,
                              Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t H_out,
                              Py_ssize_t W_out) noexcept nogil:
-    # Fill one row k = (c, kh, kw) of cols: N*H_out*W_out entries.
-    cdef Py_ssize_t n, i, j, h, jlo, jhi, src
+    # Fill one row k = (c, kh, kw) of cols: N*H_out*W_out entries. The output rows whose tap falls in the
+    # padding are contiguous runs, zeroed in one call each; the others copy jhi - jlo strided inputs.
+    cdef Py_ssize_t n, i, j, ilo, ihi, jlo, jhi, nj
     cdef Py_ssize_t P = H_out * W_out
     cdef const floating* xr
     cdef floating* r
+    ilo, ihi = tap_span(kh, stride, pad, H, H_out)
     jlo, jhi = tap_span(kw, stride, pad, W, W_out)
+    nj = jhi - jlo
+    if ihi <= ilo or nj <= 0:
+        memset(row, 0, N * P * sizeof(floating))
+        return
     for n in range(N):
-        for i in range(H_out):
-            h = i * stride - pad + kh
-            r = row + n * P + i * W_out
-            if h < 0 or h >= H:
-                memset(r, 0, W_out * sizeof(floating))
-                continue
+        r = row + n * P
+        if ilo > 0:
+            memset(r, 0, ilo * W_out * sizeof(floating))
+        if ihi < H_out:
+            memset(r + ihi * W_out, 0, (H_out - ihi) * W_out * sizeof(floating))
+        xr = x + ((n * C + c) * H + ilo * stride - pad + kh) * W + (jlo * stride - pad + kw)
+        r += ilo * W_out
+        for i in range(ihi - ilo):
             for j in range(jlo):
                 r[j] = 0
-            xr = x + ((n * C + c) * H + h) * W + (jlo * stride - pad + kw)
-            if stride == 1:  # libc's copy: gcc's vectorised loop ran slower on these short rows
-                if jhi > jlo:
-                    memcpy(r + jlo, xr, (jhi - jlo) * sizeof(floating))
+            if stride == 1:
+                if nj >= 16:  # libc's copy on long rows; on short ones its call costs more than the copy
+                    memcpy(r + jlo, xr, nj * sizeof(floating))
+                else:
+                    for j in range(nj):
+                        r[jlo + j] = xr[j]
             elif stride == 2:  # a constant stride lets gcc vectorise the loads
-                for j in range(jhi - jlo):
+                for j in range(nj):
                     r[jlo + j] = xr[2 * j]
             else:
-                for j in range(jhi - jlo):
+                for j in range(nj):
                     r[jlo + j] = xr[j * stride]
             for j in range(jhi, W_out):
                 r[j] = 0
+            r += W_out
+            xr += stride * W
 
 
 def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,

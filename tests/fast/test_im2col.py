@@ -99,9 +99,12 @@ def test_numpy_fallback_matches_reference(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_kernels_called_directly(dtype, compiled):
-    # The raw kernels fill caller-allocated outputs; col2im must zero its output itself.
-    case = (3, 2, 7, 6, 3, 2, 2, 1)
+@pytest.mark.parametrize("case", [(3, 2, 7, 6, 3, 2, 2, 1), (2, 2, 5, 40, 3, 3, 1, 1), (2, 3, 4, 37, 2, 5, 2, 2),
+                                  (2, 1, 2, 3, 5, 5, 1, 3)],
+                         ids=["short_rows", "rows_of_40_stride1", "rows_of_18_stride2", "taps_in_padding_only"])
+def test_kernels_called_directly(case, dtype, compiled):
+    # The raw kernels fill caller-allocated outputs (NaN-filled here: every entry must be written);
+    # col2im must zero its output itself.
     N, C, H, W, HH, WW, s, p = case
     K, M, Ho, Wo = _sizes(case)
     x = np.random.default_rng(4).standard_normal((N, C, H, W)).astype(dtype)
