@@ -283,5 +283,7 @@ def split(n: int, pieces: int) -> list:
 def run_split(fn, n: int, work: int, s) -> None:
     """``fn(lo, hi)`` over slices of ``range(n)``, on :func:`kernel_threads` threads (no BLAS inside)."""
     threads = kernel_threads(work, s)
-    parts = split(n, threads * PARTS_PER_THREAD) if threads > 1 else [(0, n)]
-    run_parts(fn, parts, workers=threads - 1, limit_blas=False)
+    if threads == 1:
+        fn(0, n)  # the common small call: no parts to hand out
+        return
+    run_parts(fn, split(n, threads * PARTS_PER_THREAD), workers=threads - 1, limit_blas=False)
