@@ -685,8 +685,8 @@ def winograd_filter(const floating[:, :, :, ::1] w, floating[:, :, ::1] U, const
                         c += 1
             else:
                 src = wflat + j0 * 9
-                for b in range(nb):
-                    for e in range(9):
+                for e in range(9):  # e outer: gcc vectorises the strided reads over b
+                    for b in range(nb):
                         wb[e * FB + b] = src[b * 9 + e]
             # t1[r, l] = sum_i G[r, i] w[i, l]; U[r*alpha + s] = sum_l G[s, l] t1[r, l]
             for r in range(alpha):
@@ -724,7 +724,7 @@ def winograd_filter_adjoint(const floating[:, :, ::1] dU, floating[:, :, :, ::1]
                 for l in range(3):
                     _combine(wb + (i * 3 + l) * FB, t1 + l * FB, 3 * FB, gcol + i * alpha, alpha, nb)
             dst = dwflat + j0 * 9
-            for b in range(nb):
-                for e in range(9):
+            for e in range(9):
+                for b in range(nb):
                     dst[b * 9 + e] = wb[e * FB + b]
             j0 += FB
