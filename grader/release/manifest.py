@@ -56,6 +56,7 @@ VISIBLE_TESTS = [
     "tests/fast/test_parallel.py",
     "tests/fast/test_pool.py",
     "tests/fast/test_winograd.py",
+    "tests/fast/test_workspace.py",
     "tests/test_stride.py",
     "tests/test_sandwich.py",
     "tests/test_models.py",
