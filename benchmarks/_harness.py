@@ -164,6 +164,18 @@ def machine_sets_blas() -> dict:
     return {k: os.environ[k] for k in BLAS_VARIABLES if k in os.environ}
 
 
+def config_environment(config: str) -> dict:
+    """This process's environment with the BLAS variables of ``config``: 'machine' as set here,
+    'user' without them, 'haswell' with ``OPENBLAS_CORETYPE=Haswell``."""
+    env = dict(os.environ)
+    if config == "user":
+        for k in BLAS_VARIABLES:
+            env.pop(k, None)
+    elif config == "haswell":
+        env["OPENBLAS_CORETYPE"] = "Haswell"
+    return env
+
+
 def run_configurations(argv, config, run) -> int:
     """Run ``run(config) -> dict`` for the machine configuration here, then re-exec for the user's.
 
@@ -174,6 +186,10 @@ def run_configurations(argv, config, run) -> int:
     prints each configuration's summary lines again at the end.
     """
     if config is not None:
+        env = config_environment(config)
+        if any(env.get(k) != os.environ.get(k) for k in BLAS_VARIABLES):
+            # OpenBLAS reads the variables once, at load: only a fresh process gets this configuration's kernel.
+            return subprocess.call([sys.executable, *sys.argv], env=env)
         result = run(config)
         out = os.environ.get("CONVNET_BENCH_RESULT")
         if out:
@@ -187,12 +203,7 @@ def run_configurations(argv, config, run) -> int:
               "the machine override is emulated with OPENBLAS_CORETYPE=Haswell in a child process")
     results = {}
     for c in configs:
-        env = dict(os.environ)
-        if c == "user":
-            for k in BLAS_VARIABLES:
-                env.pop(k, None)
-        elif c == "haswell":
-            env["OPENBLAS_CORETYPE"] = "Haswell"
+        env = config_environment(c)
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
             env["CONVNET_BENCH_RESULT"] = tmp.name
         print(f"\n======== BLAS configuration '{c}' "
