@@ -1,4 +1,5 @@
 """The convolution's kept scratch buffers (convnet/fast/workspace.py): reuse, bounds, release, threads."""
+import os
 import subprocess
 import sys
 import threading
@@ -6,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+import convnet
 import convnet.fast as fast
 from convnet.fast import FastConv, workspace
 
@@ -103,9 +105,13 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 
 def _faults_per_backward(workspace_limit):
-    # A fresh interpreter each: glibc's malloc thresholds adapt to what a process freed before.
-    done = subprocess.run([sys.executable, "-c", _FAULTS_CHILD, str(workspace_limit)], capture_output=True,
-                          text=True, timeout=120)
+    # A fresh interpreter each: glibc's malloc thresholds adapt to what a process freed before. It imports
+    # the convnet this process runs (-P: not a source tree in the working directory).
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(convnet.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-P", "-c", _FAULTS_CHILD, str(workspace_limit)], capture_output=True,
+                          text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return float(done.stdout.split()[-1])
 
