@@ -116,6 +116,9 @@ def test_config_num_threads_zero_or_none_is_the_default():
     ({"split_batch": 1}, TypeError, "config: split_batch must be True or False, got int 1"),
     ({"split_min_work": True}, TypeError, "config: split_min_work must be an integer"),
     ({"per_image_gemm_max_k": -3}, ValueError, "config: per_image_gemm_max_k must be >= 0, got -3"),
+    ({"min_part_images": 0}, ValueError, "config: min_part_images must be >= 1, got 0"),
+    ({"min_part_images": 2.0}, TypeError, "config: min_part_images must be an integer"),
+    ({"workspace_limit": -1}, ValueError, "config: workspace_limit must be >= 0, got -1"),
 ])
 def test_config_rejects_bad_settings_and_changes_nothing(changes, exc, match):
     before = fast.get_config()
