@@ -82,3 +82,72 @@ def test_check_cache_messages():
     with pytest.raises(TypeError, match=r"got dict"):
         _checks.check_cache({}, 3, "Conv")
     assert _checks.check_cache((1, 2, 3), 3, "Conv") == (1, 2, 3)
+
+
+# ---------------------------------------------------------------- remembered geometries
+
+_X = np.zeros((2, 3, 8, 8), np.float32)
+_W = np.zeros((4, 3, 3, 3), np.float32)
+_B = np.zeros(4, np.float32)
+_CONV_OK = {"stride": 1, "pad": 1}
+_POOL_OK = {"pool_height": 2, "pool_width": 2, "stride": 2}
+
+
+class _FakeArray:
+    """Has an ndarray's shape and dtype, is not one."""
+    shape, dtype, ndim = _X.shape, _X.dtype, 4
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((_X, _W, _B, {"stride": True, "pad": 1}), TypeError, r"conv_param\['stride'\] must be an integer"),
+    ((_X, _W, _B, {"stride": 1.0, "pad": 1}), TypeError, r"conv_param\['stride'\] must be an integer"),
+    ((_X, _W, _B, {"stride": 1, "pad": 1, "padd": 2}), ValueError, "unknown key"),
+    ((_X, _W, _B, {"stride": 1}), ValueError, "missing key"),
+    ((_X, _W, _B, {"stride": 0, "pad": 1}), ValueError, r"must be >= 1, got 0"),
+    ((_FakeArray(), _W, _B, _CONV_OK), TypeError, "x must be a numpy ndarray"),
+    ((_X, _W.astype(np.float64), _B, _CONV_OK), ValueError, "w is float64"),
+    ((_X, _W, np.zeros(5, np.float32), _CONV_OK), ValueError, "b has shape"),
+    ((_X[:, :2], _W, _B, _CONV_OK), ValueError, "x has 2 channels"),
+])
+def test_a_remembered_conv_geometry_never_admits_a_bad_call(args, exc, match):
+    good = _checks.conv_args(_X, _W, _B, _CONV_OK)
+    assert _checks.conv_args(_X, _W, _B, dict(_CONV_OK)) is good  # remembered: the same object back
+    with pytest.raises(exc, match=match):
+        _checks.conv_args(*args)
+
+
+@pytest.mark.parametrize("x, params, exc, match", [
+    (_X, {**_POOL_OK, "stride": True}, TypeError, r"pool_param\['stride'\] must be an integer"),
+    (_X, {**_POOL_OK, "pad": 2}, ValueError, "at most half the window"),
+    (_X, {**_POOL_OK, "strides": 2}, ValueError, "unknown key"),
+    (_FakeArray(), _POOL_OK, TypeError, "x must be a numpy ndarray"),
+    (_X.astype(np.int64), _POOL_OK, TypeError, "x has dtype int64"),
+    (_X[0], _POOL_OK, ValueError, "must have rank 4"),
+    (_X[:, :, :1], _POOL_OK, ValueError, "larger than the padded input"),
+])
+def test_a_remembered_pool_geometry_never_admits_a_bad_call(x, params, exc, match):
+    good = _checks.pool_args(_X, _POOL_OK)
+    assert _checks.pool_args(_X, dict(_POOL_OK)) is good
+    with pytest.raises(exc, match=match):
+        _checks.pool_args(x, params)
+
+
+def test_remembered_geometries_match_fresh_ones_and_stay_bounded(monkeypatch):
+    monkeypatch.setattr(_checks, "_GEOMETRIES", {})
+    monkeypatch.setattr(_checks, "_GEOMETRIES_MAX", 5)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        N, C, H, W = (int(v) for v in rng.integers(1, 9, 4))
+        k, s, p = int(rng.integers(1, 4)), int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        x = np.zeros((N, C, H + k, W + k))
+        params = {"pool_height": k, "pool_width": k, "stride": s, "pad": min(p, k // 2)}
+        first, again = _checks.pool_args(x, params), _checks.pool_args(x, params)
+        assert first == again == _checks._pool_args(x, params, "pool")
+        assert len(_checks._GEOMETRIES) <= 5
+    # Float32 and float64 inputs of one shape are separate entries, numpy integers are validated every time.
+    _checks.pool_args(np.zeros((1, 1, 4, 4), np.float32), _POOL_OK)
+    _checks.pool_args(np.zeros((1, 1, 4, 4)), _POOL_OK)
+    assert {k[-1] for k in _checks._GEOMETRIES if k[-2] == (1, 1, 4, 4)} == {np.dtype(np.float32), np.dtype(np.float64)}
+    before = dict(_checks._GEOMETRIES)
+    assert _checks.pool_args(np.zeros((1, 1, 4, 4)), {**_POOL_OK, "stride": np.int64(2)}).H_out == 2
+    assert _checks._GEOMETRIES == before

@@ -24,13 +24,17 @@ from convnet.fast.conv_pointwise import POINTWISE
 from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
 from convnet.fast.inputs import is_network_input
 
-__all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE"]
+__all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE",
+           "WINOGRAD_MIN_PIXELS"]
 
 # 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
 # 'auto' takes F(4x4) only on output maps this large both ways: on 8x8 and 14x14 maps F(2x2) runs faster
 # (benchmarks/README.md) and, with 9x smaller transform coefficients, rounds less.
 WINOGRAD4_MIN_SIZE = 16
+# 'auto' takes Winograd from this many output pixels per call (N * H_out * W_out): below, the three filter
+# transforms of a step and the short batched GEMMs cost more than the multiplications saved (one 14x14 image).
+WINOGRAD_MIN_PIXELS = 256
 
 
 def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON) -> tuple:
@@ -43,7 +47,8 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
     then im2col. ``'auto'``: the 1x1 GEMMs for 1x1 layers without padding; with the compiled kernels and at least
     :data:`WINOGRAD_MIN_CHANNELS` input and output channels, as ``'winograd'``
     but F(4x4) only on output maps of at least :data:`WINOGRAD4_MIN_SIZE` both
-    ways; else im2col.
+    ways; else im2col. ``'auto'`` also leaves Winograd out for a call of fewer
+    than :data:`WINOGRAD_MIN_PIXELS` output pixels.
     """
     if setting == "im2col":
         return (IM2COL,)
@@ -53,7 +58,8 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
         return (WINOGRAD2, IM2COL)
     if setting == "winograd4":
         return (WINOGRAD4, IM2COL)
-    if setting == "auto" and not (have_cython and min(g.C, g.F) >= WINOGRAD_MIN_CHANNELS):
+    if setting == "auto" and not (have_cython and min(g.C, g.F) >= WINOGRAD_MIN_CHANNELS
+                                  and g.N * g.H_out * g.W_out >= WINOGRAD_MIN_PIXELS):
         return (IM2COL,)
     small = setting == "auto" and min(g.H_out, g.W_out) < WINOGRAD4_MIN_SIZE
     if WINOGRAD4.multiplies(g) < WINOGRAD2.multiplies(g) and not small:

@@ -20,6 +20,9 @@ __all__ = ["im2col", "col2im", "chunk_size", "Im2col", "IM2COL", "CHUNK_TARGET"]
 
 # Columns up to this size are still in cache when the GEMM reads them (benchmarks/README.md: chunk sizes).
 CHUNK_TARGET = 2 * 2**20
+# Below this many columns per chunk, dw's GEMM writes dw as it lies: adding its result into the transposed
+# view costs more than the short GEMM itself (benchmarks/README.md: dw's orientation).
+DW_DIRECT_MAX_COLUMNS = 512
 
 
 def chunk_size(g: _checks.ConvGeometry, itemsize: int, budget: int, buffers: int = 1) -> int:
@@ -144,7 +147,7 @@ class Im2col:
         K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
         d3 = dout.reshape(g.N, g.F, P)
         dw = np.zeros((g.F, K), dtype=x.dtype)
-        dwT = dw.T  # the long GEMM below runs faster producing dw^T
+        dwT = dw.T  # a long GEMM runs faster producing dw^T
         nb = min(chunk_size(g, x.itemsize, s.column_budget, buffers=2 * share), hi - lo)
         buf = workspace.empty("im2col.cols", (K * nb * P,), x.dtype)
         dbuf = workspace.empty("im2col.dcols", (K * nb * P,), x.dtype) if dx is not None else None
@@ -162,7 +165,12 @@ class Im2col:
                 np.matmul(wmat.T, d3[n0:n0 + m], out=dcols.reshape(K, m, P).transpose(1, 0, 2))
             else:
                 dmat = np.ascontiguousarray(d3[n0:n0 + m].transpose(1, 0, 2)).reshape(g.F, m * P)
-                dwT += np.matmul(cols, dmat.T)
+                if m * P >= DW_DIRECT_MAX_COLUMNS:
+                    dwT += np.matmul(cols, dmat.T)
+                elif n0 == lo:
+                    np.matmul(dmat, cols.T, out=dw)
+                else:
+                    dw += np.matmul(dmat, cols.T)
                 if dx is None:
                     continue
                 dcols = dbuf[:K * m * P].reshape(K, m * P)

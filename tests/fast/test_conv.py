@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import convnet.fast as fast
 from convnet import _checks, layers
-from convnet.fast import FastConv
-from convnet.fast.conv import WINOGRAD4_MIN_SIZE, WINOGRAD_MIN_CHANNELS, choose
+from convnet.fast import FastConv, conv_im2col
+from convnet.fast.conv import WINOGRAD4_MIN_SIZE, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PIXELS, choose
 from convnet.fast.conv_im2col import IM2COL, chunk_size
 
 DTYPES = [np.float32, np.float64]
@@ -180,16 +180,33 @@ def test_im2col_backward_both_gemm_layouts_match_naive(max_k, dtype, check_conv_
         check_conv_vs_naive((3, 5, 6, 7, 2, 3, 2, 2, 0), dtype, seed=5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("direct_max", [0, 10**9], ids=["dw_transposed", "dw_direct"])
+@pytest.mark.parametrize("budget", [1, None], ids=["chunk_per_image", "one_chunk"])
+def test_im2col_backward_both_dw_orientations_match_naive(direct_max, budget, dtype, monkeypatch,
+                                                           check_conv_vs_naive):
+    # dw's GEMM writes dw as it lies for short chunks and adds into dw^T for long ones: force each way,
+    # with one chunk (the first chunk's direct write) and with several (the later chunks' sums).
+    monkeypatch.setattr(conv_im2col, "DW_DIRECT_MAX_COLUMNS", direct_max)
+    forced = {"per_image_gemm_max_k": 0, "conv_algorithm": "im2col"}
+    with fast.config(**forced, **({} if budget is None else {"column_budget": budget})):
+        check_conv_vs_naive((4, 6, 7, 6, 5, 3, 3, 1, 1), dtype, seed=6)
+        check_conv_vs_naive((3, 5, 6, 7, 2, 3, 2, 2, 0), dtype, seed=7)
+
+
 # ---------------------------------------------------------------- the choice of algorithm
 
 
 @pytest.mark.parametrize("case, expect", [
-    ((2, 16, 8, 8, 16, 3, 3, 1, 1), True),   # enough channels: Winograd
-    ((2, 3, 8, 8, 32, 3, 3, 1, 1), False),   # C1-like: 3 channels, im2col
-    ((2, 16, 8, 8, 8, 3, 3, 1, 1), False),   # too few output channels
-    ((2, 16, 8, 8, 16, 3, 3, 2, 1), False),  # stride 2
-    ((2, 16, 8, 8, 16, 5, 5, 1, 2), False),  # 5x5
-    ((2, 16, 8, 8, 16, 3, 2, 1, 1), False),  # 3x2
+    ((4, 16, 8, 8, 16, 3, 3, 1, 1), True),   # enough channels and 4*8*8 = 256 output pixels: Winograd
+    ((3, 16, 8, 8, 16, 3, 3, 1, 1), False),  # 192 output pixels: im2col
+    ((1, 16, 16, 16, 16, 3, 3, 1, 1), True),   # one 16x16 image: 256
+    ((1, 16, 14, 14, 16, 3, 3, 1, 1), False),  # one 14x14 image: 196
+    ((4, 3, 8, 8, 32, 3, 3, 1, 1), False),   # C1-like: 3 channels, im2col
+    ((4, 16, 8, 8, 8, 3, 3, 1, 1), False),   # too few output channels
+    ((4, 16, 8, 8, 16, 3, 3, 2, 1), False),  # stride 2
+    ((4, 16, 8, 8, 16, 5, 5, 1, 2), False),  # 5x5
+    ((4, 16, 8, 8, 16, 3, 2, 1, 1), False),  # 3x2
 ])
 def test_auto_picks_winograd_only_where_it_pays(case, expect, conv_inputs, have_cython):
     g = _checks.conv_args(*conv_inputs(case, np.float32, 0))
@@ -199,6 +216,7 @@ def test_auto_picks_winograd_only_where_it_pays(case, expect, conv_inputs, have_
     assert choose(g, "im2col") is IM2COL
     assert (choose(g, "winograd") is not IM2COL) is (g.HH == g.WW == 3 and g.stride == 1)
     assert WINOGRAD_MIN_CHANNELS == 16
+    assert WINOGRAD_MIN_PIXELS == 256
 
 
 @pytest.mark.parametrize("hw, m, m_auto", [
@@ -211,7 +229,8 @@ def test_auto_picks_winograd_only_where_it_pays(case, expect, conv_inputs, have_
     ((16, 40), 4, 4),
 ])
 def test_winograd_picks_the_tile_with_fewer_multiplications(hw, m, m_auto, conv_inputs, have_cython):
-    g = _checks.conv_args(*conv_inputs((1, 16, hw[0], hw[1], 16, 3, 3, 1, 1), np.float32, 0))
+    # 64 images: every map size here has the output pixels 'auto' asks of Winograd.
+    g = _checks.conv_args(*conv_inputs((64, 16, hw[0], hw[1], 16, 3, 3, 1, 1), np.float32, 0))
     assert choose(g, "winograd").transform.m == m
     assert choose(g, "auto", have_cython=True).transform.m == m_auto
     assert WINOGRAD4_MIN_SIZE == 16

@@ -161,7 +161,9 @@ def test_max_pool_ties_go_to_first_maximum(dtype, pool_param, check_pool_vs_naiv
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 2, 2), (3, 1, 10, 4)], ids=["odd", "one_window", "even"])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 2, 2), (3, 1, 10, 4), (5, 13, 8, 8), (2, 3, 12, 14),
+                                   (1, 3, 4, 16)],
+                         ids=["odd", "one_window", "even", "blocks_of_8x8_planes", "short_rows", "rows_of_8"])
 def test_max_pool_2x2_stride_2_picks_the_first_maximum(shape, dtype, pool_param, check_pool_vs_naive,
                                                      check_pool_vs_torch):
     # The kernels' 2x2/2 path compares four values with selects: ties (and infinities) go to the first in row-major order.
@@ -186,6 +188,40 @@ def test_max_pool_2x2_stride_2_with_nan_in_one_plane(dtype, pool_param, tol):
     dout = np.random.default_rng(3).standard_normal(out.shape).astype(dtype)
     np.testing.assert_allclose(FastMaxPool.backward(dout, cache), layers.MaxPool.backward(dout, rcache),
                                **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_short_rows_with_nan_in_one_block(dtype, pool_param, tol):
+    # Short rows go through blocks of 8 KiB of planes: a block holding a NaN goes plane by plane, the others not.
+    x = np.random.default_rng(4).standard_normal((4, 30, 8, 6)).astype(dtype)
+    x[2, 17, 5, 1] = np.nan
+    pp = pool_param(2, 2, 2)
+    out, cache = FastMaxPool.forward(x, pp)
+    ref, rcache = layers.MaxPool.forward(x, pp)
+    np.testing.assert_array_equal(out, ref)
+    assert np.isnan(out).sum() == 1
+    dout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+    np.testing.assert_allclose(FastMaxPool.backward(dout, cache), layers.MaxPool.backward(dout, rcache),
+                               **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(8, 8), (6, 10), (16, 16), (7, 8)])
+def test_max_pool_2x2_kernel_splits_planes_between_its_threads(hw, dtype):
+    # The kernel's own thread split (nthreads > 1) gives each thread whole planes: results as one thread's.
+    from convnet.fast import _backend
+
+    x = np.random.default_rng(hw[0]).standard_normal((101, *hw)).astype(dtype)
+    shape = (101, hw[0] // 2, hw[1] // 2)
+    want_out, want_arg = np.empty(shape, dtype), np.empty(shape, np.int32)
+    _backend.maxpool_forward(x, want_out, want_arg, 2, 2, 2, 0, 1)
+    ref, _ = layers.MaxPool.forward(x[None], {"pool_height": 2, "pool_width": 2, "stride": 2})
+    np.testing.assert_array_equal(want_out, ref[0])
+    for nthreads in (2, 3):
+        out, arg = np.full(shape, np.nan, dtype), np.full(shape, -1, np.int32)
+        _backend.maxpool_forward(x, out, arg, 2, 2, 2, 0, nthreads)
+        np.testing.assert_array_equal(out, want_out)
+        np.testing.assert_array_equal(arg, want_arg)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
