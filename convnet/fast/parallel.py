@@ -26,7 +26,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["kernel_threads", "batch_parts", "forward_work", "small_work", "small_for_blas_threads", "blas_controller",
-           "one_blas_thread", "run_parts", "split", "run_split", "PARTS_PER_THREAD", "BLAS_THREADS_MIN_WORK"]
+           "one_blas_thread", "run_parts", "split", "run_split", "run_planes", "PARTS_PER_THREAD",
+           "BLAS_THREADS_MIN_WORK"]
 
 # Parts per thread: a thread that is descheduled leaves its unclaimed parts to the others.
 PARTS_PER_THREAD = 4
@@ -287,3 +288,18 @@ def run_split(fn, n: int, work: int, s) -> None:
         fn(0, n)  # the common small call: no parts to hand out
         return
     run_parts(fn, split(n, threads * PARTS_PER_THREAD), workers=threads - 1, limit_blas=False)
+
+
+def run_planes(kernel, arrays, args, work: int, s) -> None:
+    """``kernel(*arrays, *args, 1)`` with the arrays' leading axis split as :func:`run_split` splits ``range(n)``.
+
+    On one thread the kernel gets the whole arrays in one call: a small layer
+    pays no slicing and no closure (a one-image pooling layer's kernels take
+    2-3 us, their call as much again).
+    """
+    threads = kernel_threads(work, s)
+    if threads == 1:
+        kernel(*arrays, *args, 1)
+        return
+    run_parts(lambda lo, hi: kernel(*[a[lo:hi] for a in arrays], *args, 1),
+              split(arrays[0].shape[0], threads * PARTS_PER_THREAD), workers=threads - 1, limit_blas=False)

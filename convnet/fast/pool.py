@@ -2,7 +2,7 @@
 
 A pooling layer splits its planes across ``num_threads`` threads when its
 input has at least ``parallel_min_work`` elements
-(:func:`convnet.fast.parallel.run_split`); each kernel call runs on one thread.
+(:func:`convnet.fast.parallel.run_planes`); each kernel call runs on one thread.
 Max pooling keeps the flat index ``h*W + w`` of each window's first maximum
 (row-major, as PyTorch; a NaN wins its window) for the backward pass.
 """
@@ -15,6 +15,8 @@ from convnet.fast import _backend, _config, parallel
 from convnet.fast._caches import AvgPoolCache, MaxPoolCache, check_fast_cache
 
 __all__ = ["FastMaxPool", "FastAvgPool"]
+
+_max_reduce = np.maximum.reduce  # the argmax check's one reduction, without ndarray.max's wrapper
 
 
 def _check_plane(g, layer):
@@ -57,9 +59,8 @@ class FastMaxPool:
         planes = g.N * g.C
         x3, o3 = xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out)
         a3 = argmax.reshape(planes, g.H_out, g.W_out)
-        parallel.run_split(lambda lo, hi: _backend.maxpool_forward(
-            x3[lo:hi], o3[lo:hi], a3[lo:hi], g.pool_height, g.pool_width, g.stride, g.pad, 1),
-            planes, x.size, _config.settings())
+        parallel.run_planes(_backend.maxpool_forward, (x3, o3, a3), (g.pool_height, g.pool_width, g.stride, g.pad),
+                            x.size, _config.settings())
         return out, MaxPoolCache(x, _params(g), argmax)
 
     @staticmethod
@@ -87,7 +88,7 @@ class FastMaxPool:
             raise ValueError(f"FastMaxPool: the cache's argmax must be an int32 array of shape {shape}; "
                              "pass the cache FastMaxPool.forward returned, unmodified")
         # Negative indices wrap to 2**31 and above as uint32: one pass checks both bounds.
-        if int(argmax.view(np.uint32).max()) >= g.H * g.W:
+        if _max_reduce(argmax.view(np.uint32), axis=None) >= g.H * g.W:
             lo, hi = int(argmax.min()), int(argmax.max())
             raise ValueError(f"FastMaxPool: the cache's argmax holds indices in [{lo}, {hi}], outside "
                              f"[0, {g.H * g.W}) for {g.H}x{g.W} planes; the cache was modified")
@@ -98,8 +99,7 @@ class FastMaxPool:
         planes = g.N * g.C
         d2, a2 = dout.reshape(planes, g.H_out * g.W_out), argmax.reshape(planes, g.H_out * g.W_out)
         dx2 = dx.reshape(planes, g.H * g.W)
-        parallel.run_split(lambda lo, hi: _backend.maxpool_backward(d2[lo:hi], a2[lo:hi], dx2[lo:hi], 1),
-                           planes, dx.size, _config.settings())
+        parallel.run_planes(_backend.maxpool_backward, (d2, a2, dx2), (), dx.size, _config.settings())
         return dx
 
 
@@ -128,9 +128,8 @@ class FastAvgPool:
         out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)
         planes = g.N * g.C
         x3, o3 = xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out)
-        parallel.run_split(lambda lo, hi: _backend.avgpool_forward(
-            x3[lo:hi], o3[lo:hi], g.pool_height, g.pool_width, g.stride, g.pad, 1),
-            planes, x.size, _config.settings())
+        parallel.run_planes(_backend.avgpool_forward, (x3, o3), (g.pool_height, g.pool_width, g.stride, g.pad),
+                            x.size, _config.settings())
         return out, AvgPoolCache(x, _params(g))
 
     @staticmethod
@@ -154,7 +153,6 @@ class FastAvgPool:
         dx = np.empty((g.N, g.C, g.H, g.W), dtype=dout.dtype)
         planes = g.N * g.C
         d3, dx3 = dout.reshape(planes, g.H_out, g.W_out), dx.reshape(planes, g.H, g.W)
-        parallel.run_split(lambda lo, hi: _backend.avgpool_backward(
-            d3[lo:hi], dx3[lo:hi], g.pool_height, g.pool_width, g.stride, g.pad, 1),
-            planes, dx.size, _config.settings())
+        parallel.run_planes(_backend.avgpool_backward, (d3, dx3), (g.pool_height, g.pool_width, g.stride, g.pad),
+                            dx.size, _config.settings())
         return dx

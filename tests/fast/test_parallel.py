@@ -235,6 +235,26 @@ def test_num_threads_reaches_the_pool_kernels(monkeypatch, compiled):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_run_planes_gives_one_thread_the_whole_arrays_and_threads_every_plane_once(threads):
+    seen = []
+
+    def kernel(a, b, scale, nthreads):
+        seen.append((a.shape[0], nthreads, np.shares_memory(a, src)))
+        b[:] = a * scale
+
+    src = np.arange(22.0).reshape(11, 2)
+    dst = np.full_like(src, np.nan)
+    parallel.run_planes(kernel, (src, dst), (3.0,), src.size, Settings(num_threads=threads, parallel_min_work=5))
+    np.testing.assert_array_equal(dst, 3 * src)
+    assert all(n == 1 and shared for _, n, shared in seen)  # each call on one thread, on views of the arrays
+    assert sum(k for k, _, _ in seen) == 11
+    assert len(seen) == (1 if threads == 1 else min(11, threads * parallel.PARTS_PER_THREAD))
+    seen.clear()
+    parallel.run_planes(kernel, (src, dst), (1.0,), src.size, Settings(num_threads=threads, parallel_min_work=23))
+    assert [k for k, _, _ in seen] == [11]  # below parallel_min_work: one call whatever the threads
+
+
 def test_kernel_threads_follow_the_settings():
     assert parallel.kernel_threads(10, Settings(num_threads=4, parallel_min_work=10)) == 4
     assert parallel.kernel_threads(9, Settings(num_threads=4, parallel_min_work=10)) == 1
