@@ -59,8 +59,12 @@ def bn_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, Py_
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
-            _stats_channel(&x[0, 0, 0], N, C, P, c, &mean[c], &var[c])
+        if nthreads == 1:  # an OpenMP region costs about 1 us even on one thread
+            for c in range(c0, c1):
+                _stats_channel(&x[0, 0, 0], N, C, P, c, &mean[c], &var[c])
+        else:
+            for c in prange(c0, c1, schedule="static", num_threads=nthreads):
+                _stats_channel(&x[0, 0, 0], N, C, P, c, &mean[c], &var[c])
 
 
 cdef inline void _affine_channel(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
@@ -87,8 +91,12 @@ def bn_affine(const floating[:, :, ::1] x, floating[:, :, ::1] y, const double[:
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
-            _affine_channel(&x[0, 0, 0], &y[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c], relu)
+        if nthreads == 1:
+            for c in range(c0, c1):
+                _affine_channel(&x[0, 0, 0], &y[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c], relu)
+        else:
+            for c in prange(c0, c1, schedule="static", num_threads=nthreads):
+                _affine_channel(&x[0, 0, 0], &y[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c], relu)
 
 
 cdef inline void _grad_sums_channel(const floating* x, const floating* dout, Py_ssize_t N, Py_ssize_t C,
@@ -132,9 +140,14 @@ def bn_grad_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dout, co
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
-            _grad_sums_channel(&x[0, 0, 0], &dout[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c],
-                               <floating>mean[c], relu, &sdy[c], &sdyx[c])
+        if nthreads == 1:
+            for c in range(c0, c1):
+                _grad_sums_channel(&x[0, 0, 0], &dout[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c],
+                                   <floating>mean[c], relu, &sdy[c], &sdyx[c])
+        else:
+            for c in prange(c0, c1, schedule="static", num_threads=nthreads):
+                _grad_sums_channel(&x[0, 0, 0], &dout[0, 0, 0], N, C, P, c, <floating>scale[c], <floating>shift[c],
+                                   <floating>mean[c], relu, &sdy[c], &sdyx[c])
 
 
 cdef inline void _dx_channel(const floating* x, const floating* dout, floating* dx, Py_ssize_t N, Py_ssize_t C,
@@ -166,7 +179,13 @@ def bn_dx(const floating[:, :, ::1] x, const floating[:, :, ::1] dout, floating[
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2]
     cdef Py_ssize_t c
     with nogil:
-        for c in prange(c0, c1, schedule="static", num_threads=nthreads):
-            _dx_channel(&x[0, 0, 0], &dout[0, 0, 0], &dx[0, 0, 0], N, C, P, c, <floating>scale[c],
-                        <floating>shift[c], <floating>mean[c], <floating>k1[c], <floating>k2[c], <floating>g[c],
-                        relu)
+        if nthreads == 1:
+            for c in range(c0, c1):
+                _dx_channel(&x[0, 0, 0], &dout[0, 0, 0], &dx[0, 0, 0], N, C, P, c, <floating>scale[c],
+                            <floating>shift[c], <floating>mean[c], <floating>k1[c], <floating>k2[c], <floating>g[c],
+                            relu)
+        else:
+            for c in prange(c0, c1, schedule="static", num_threads=nthreads):
+                _dx_channel(&x[0, 0, 0], &dout[0, 0, 0], &dx[0, 0, 0], N, C, P, c, <floating>scale[c],
+                            <floating>shift[c], <floating>mean[c], <floating>k1[c], <floating>k2[c], <floating>g[c],
+                            relu)

@@ -74,9 +74,14 @@ def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
     cdef Py_ssize_t K = C * HH * WW
     cdef Py_ssize_t k
     with nogil:
-        for k in prange(K, schedule="static", num_threads=nthreads):
-            _im2col_row(&x[0, 0, 0, 0], &cols[k, 0, 0], N, C, H, W,
-                        k // (HH * WW), (k // WW) % HH, k % WW, stride, pad, H_out, W_out)
+        if nthreads == 1:  # an OpenMP region costs about 1 us even on one thread
+            for k in range(K):
+                _im2col_row(&x[0, 0, 0, 0], &cols[k, 0, 0], N, C, H, W,
+                            k // (HH * WW), (k // WW) % HH, k % WW, stride, pad, H_out, W_out)
+        else:
+            for k in prange(K, schedule="static", num_threads=nthreads):
+                _im2col_row(&x[0, 0, 0, 0], &cols[k, 0, 0], N, C, H, W,
+                            k // (HH * WW), (k // WW) % HH, k % WW, stride, pad, H_out, W_out)
 
 
 cdef inline void _col2im_plane(const floating* cols, floating* dx, Py_ssize_t N, Py_ssize_t n,
@@ -121,9 +126,14 @@ def col2im_into(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
     cdef Py_ssize_t H_out = output_size(H, HH, stride, pad), W_out = output_size(W, WW, stride, pad)
     cdef Py_ssize_t nc
     with nogil:
-        for nc in prange(N * C, schedule="static", num_threads=nthreads):
-            _col2im_plane(&cols[0, 0, 0], &dx[nc // C, nc % C, 0, 0], N, nc // C, nc % C,
-                          H, W, HH, WW, stride, pad, H_out, W_out)
+        if nthreads == 1:
+            for nc in range(N * C):
+                _col2im_plane(&cols[0, 0, 0], &dx[nc // C, nc % C, 0, 0], N, nc // C, nc % C,
+                              H, W, HH, WW, stride, pad, H_out, W_out)
+        else:
+            for nc in prange(N * C, schedule="static", num_threads=nthreads):
+                _col2im_plane(&cols[0, 0, 0], &dx[nc // C, nc % C, 0, 0], N, nc // C, nc % C,
+                              H, W, HH, WW, stride, pad, H_out, W_out)
 
 
 def bias_transpose(const floating[:, :, ::1] res, const floating[::1] b, floating[:, :, ::1] out):

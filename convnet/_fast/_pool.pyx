@@ -172,16 +172,24 @@ def maxpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int[:,
     cdef Py_ssize_t p, t, lo, hi
     if ph == 2 and pw == 2 and stride == 2 and pad == 0 and H % 2 == 0 and W % 2 == 0 and W_out < SHORT_ROW:
         with nogil:
-            for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                lo = t * P // nthreads
-                hi = (t + 1) * P // nthreads
-                if hi > lo:
-                    _maxpool_planes_2x2(&x[lo, 0, 0], &out[lo, 0, 0], &argmax[lo, 0, 0], hi - lo, H, W)
+            if nthreads == 1:  # an OpenMP region costs about 1 us even on one thread
+                _maxpool_planes_2x2(&x[0, 0, 0], &out[0, 0, 0], &argmax[0, 0, 0], P, H, W)
+            else:
+                for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                    lo = t * P // nthreads
+                    hi = (t + 1) * P // nthreads
+                    if hi > lo:
+                        _maxpool_planes_2x2(&x[lo, 0, 0], &out[lo, 0, 0], &argmax[lo, 0, 0], hi - lo, H, W)
         return
     with nogil:
-        for p in prange(P, schedule="static", num_threads=nthreads):
-            _maxpool_plane(&x[p, 0, 0], &out[p, 0, 0], &argmax[p, 0, 0],
-                           H, W, H_out, W_out, ph, pw, stride, pad)
+        if nthreads == 1:
+            for p in range(P):
+                _maxpool_plane(&x[p, 0, 0], &out[p, 0, 0], &argmax[p, 0, 0],
+                               H, W, H_out, W_out, ph, pw, stride, pad)
+        else:
+            for p in prange(P, schedule="static", num_threads=nthreads):
+                _maxpool_plane(&x[p, 0, 0], &out[p, 0, 0], &argmax[p, 0, 0],
+                               H, W, H_out, W_out, ph, pw, stride, pad)
 
 
 cdef inline void _maxpool_back_plane(const floating* dout, const int* argmax, floating* dx,
@@ -199,8 +207,12 @@ def maxpool_backward(const floating[:, ::1] dout, const int[:, ::1] argmax, floa
     cdef Py_ssize_t P = dx.shape[0], HW = dx.shape[1], Q = dout.shape[1]
     cdef Py_ssize_t p
     with nogil:
-        for p in prange(P, schedule="static", num_threads=nthreads):
-            _maxpool_back_plane(&dout[p, 0], &argmax[p, 0], &dx[p, 0], Q, HW)
+        if nthreads == 1:
+            for p in range(P):
+                _maxpool_back_plane(&dout[p, 0], &argmax[p, 0], &dx[p, 0], Q, HW)
+        else:
+            for p in prange(P, schedule="static", num_threads=nthreads):
+                _maxpool_back_plane(&dout[p, 0], &argmax[p, 0], &dx[p, 0], Q, HW)
 
 
 cdef inline void _avgpool_plane(const floating* x, floating* out, floating* rs,
@@ -323,9 +335,14 @@ def avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     cdef Py_ssize_t p
     cdef floating[:, ::1] scratch = _scratch(x[0, 0, 0], nthreads, H * W_out)
     with nogil:
-        for p in prange(P, schedule="static", num_threads=nthreads):
-            _avgpool_plane(&x[p, 0, 0], &out[p, 0, 0], &scratch[threadid(), 0], H, W, H_out, W_out,
-                           ph, pw, stride, pad)
+        if nthreads == 1:
+            for p in range(P):
+                _avgpool_plane(&x[p, 0, 0], &out[p, 0, 0], &scratch[0, 0], H, W, H_out, W_out,
+                               ph, pw, stride, pad)
+        else:
+            for p in prange(P, schedule="static", num_threads=nthreads):
+                _avgpool_plane(&x[p, 0, 0], &out[p, 0, 0], &scratch[threadid(), 0], H, W, H_out, W_out,
+                               ph, pw, stride, pad)
 
 
 cdef _scratch(floating like, int nthreads, Py_ssize_t n):
@@ -425,6 +442,11 @@ def avgpool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
     cdef Py_ssize_t p
     cdef floating[:, ::1] scratch = _scratch(dout[0, 0, 0], nthreads, H * W_out)
     with nogil:
-        for p in prange(P, schedule="static", num_threads=nthreads):
-            _avgpool_back_plane(&dout[p, 0, 0], &dx[p, 0, 0], &scratch[threadid(), 0], H, W, H_out, W_out,
-                                ph, pw, stride, pad)
+        if nthreads == 1:
+            for p in range(P):
+                _avgpool_back_plane(&dout[p, 0, 0], &dx[p, 0, 0], &scratch[0, 0], H, W, H_out, W_out,
+                                    ph, pw, stride, pad)
+        else:
+            for p in prange(P, schedule="static", num_threads=nthreads):
+                _avgpool_back_plane(&dout[p, 0, 0], &dx[p, 0, 0], &scratch[threadid(), 0], H, W, H_out, W_out,
+                                    ph, pw, stride, pad)
