@@ -108,3 +108,23 @@ def conv_algorithm():
     previous = fast.get_conv_algorithm()
     yield fast.set_conv_algorithm
     fast.set_conv_algorithm(previous)
+
+
+def _threads_agree(call, *outputs):
+    got = []
+    for nthreads in (1, 2, 3):
+        outs = [np.full(o.shape, np.nan if o.dtype.kind == "f" else -1, o.dtype) for o in outputs]
+        call(*outs, nthreads)
+        got.append(outs)
+    for later in got[1:]:
+        for a, b in zip(got[0], later):
+            np.testing.assert_array_equal(a, b)
+    assert all(np.isfinite(o).all() for o in got[0] if o.dtype.kind == "f")
+    return got[0]
+
+
+@pytest.fixture(scope="session")
+def threads_agree():
+    """``threads_agree(call, *outputs)``: ``call(*outs, nthreads)`` on NaN/-1-filled copies of ``outputs`` for
+    1, 2 and 3 threads; asserts the outputs agree and are filled, returns the one-thread outputs."""
+    return _threads_agree

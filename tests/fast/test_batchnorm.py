@@ -231,6 +231,21 @@ def test_threads_split_channels_with_identical_results(cls, relu):
             np.testing.assert_array_equal(a, r)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_give_one_threads_results_on_several(dtype, threads_agree):
+    # One thread runs a plain loop, more run an OpenMP region over the same per-channel functions: same outputs.
+    if not fbn.HAVE_KERNELS:
+        pytest.skip("the compiled batch-norm kernels are not built or not in use")
+    run = threads_agree
+    rng = np.random.default_rng(9)
+    x3, dout = (rng.standard_normal((3, 5, 72)).astype(dtype) for _ in range(2))
+    scale, shift, k1, k2, g = (rng.standard_normal(5) for _ in range(5))
+    mean, var = run(lambda m, v, t: fbn.bn_stats(x3, m, v, 0, 5, t), np.empty(5), np.empty(5))
+    run(lambda y, t: fbn.bn_affine(x3, y, scale, shift, True, 0, 5, t), np.empty_like(x3))
+    run(lambda a, b, t: fbn.bn_grad_sums(x3, dout, scale, shift, mean, True, a, b, 0, 5, t), np.empty(5), np.empty(5))
+    run(lambda d, t: fbn.bn_dx(x3, dout, d, scale, shift, mean, k1, k2, g, True, 0, 5, t), np.empty_like(x3))
+
+
 # ---------------------------------------------------------------- the fused ReLU + max pool (convnet/fast/fused.py)
 
 

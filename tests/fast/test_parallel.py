@@ -312,24 +312,10 @@ def test_one_blas_thread_holds_and_restores_every_blas_library():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_kernels_give_one_threads_results_on_several(dtype, compiled):
+def test_kernels_give_one_threads_results_on_several(dtype, compiled, threads_agree):
     # One thread runs a plain loop, more run an OpenMP region over the same per-plane functions: same outputs.
-    from convnet.fast import _backend
-
     rng = np.random.default_rng(9)
-
-    def run(call, *outputs):
-        """call(*outs, nthreads) on NaN/-1-filled outputs for 1, 2 and 3 threads; the outputs must agree."""
-        got = []
-        for nthreads in (1, 2, 3):
-            outs = [np.full(o.shape, np.nan if o.dtype.kind == "f" else -1, o.dtype) for o in outputs]
-            call(*outs, nthreads)
-            got.append(outs)
-        for later in got[1:]:
-            for a, b in zip(got[0], later):
-                np.testing.assert_array_equal(a, b)
-        assert all(np.isfinite(o).all() for o in got[0] if o.dtype.kind == "f")
-        return got[0]
+    run = threads_agree
 
     x = rng.standard_normal((3, 5, 9, 8)).astype(dtype)
     planes = x.reshape(15, 9, 8)
@@ -341,10 +327,3 @@ def test_kernels_give_one_threads_results_on_several(dtype, compiled):
     run(lambda d, t: pool.avgpool_backward(avg, d, 3, 3, 1, 1, t), np.empty((15, 9, 8), dtype))
     cols, = run(lambda c, t: im2col.im2col_into(x, c, 3, 3, 2, 1, t), np.empty((45, 3, 20), dtype))
     run(lambda d, t: im2col.col2im_into(cols, d, 3, 3, 2, 1, t), np.empty(x.shape, dtype))
-    bn = _backend.kernel_module("_batchnorm")
-    x3, dout = x.reshape(3, 5, 72), rng.standard_normal((3, 5, 72)).astype(dtype)
-    scale, shift, k1, k2, g = (rng.standard_normal(5) for _ in range(5))
-    mean, var = run(lambda m, v, t: bn.bn_stats(x3, m, v, 0, 5, t), np.empty(5), np.empty(5))
-    run(lambda y, t: bn.bn_affine(x3, y, scale, shift, True, 0, 5, t), np.empty_like(x3))
-    run(lambda a, b, t: bn.bn_grad_sums(x3, dout, scale, shift, mean, True, a, b, 0, 5, t), np.empty(5), np.empty(5))
-    run(lambda d, t: bn.bn_dx(x3, dout, d, scale, shift, mean, k1, k2, g, True, 0, 5, t), np.empty_like(x3))
