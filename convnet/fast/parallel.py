@@ -287,6 +287,10 @@ def run_split(fn, n: int, work: int, s) -> None:
     if threads == 1:
         fn(0, n)  # the common small call: no parts to hand out
         return
+    _run_split_on(fn, n, threads)
+
+
+def _run_split_on(fn, n: int, threads: int) -> None:
     run_parts(fn, split(n, threads * PARTS_PER_THREAD), workers=threads - 1, limit_blas=False)
 
 
@@ -301,5 +305,4 @@ def run_planes(kernel, arrays, args, work: int, s) -> None:
     if threads == 1:
         kernel(*arrays, *args, 1)
         return
-    run_parts(lambda lo, hi: kernel(*[a[lo:hi] for a in arrays], *args, 1),
-              split(arrays[0].shape[0], threads * PARTS_PER_THREAD), workers=threads - 1, limit_blas=False)
+    _run_split_on(lambda lo, hi: kernel(*[a[lo:hi] for a in arrays], *args, 1), arrays[0].shape[0], threads)
