@@ -325,5 +325,7 @@ def test_kernels_give_one_threads_results_on_several(dtype, compiled, threads_ag
     run(lambda d, t: pool.maxpool_backward(out.reshape(15, 12), arg.reshape(15, 12), d, t), np.empty((15, 72), dtype))
     avg, = run(lambda o, t: pool.avgpool_forward(planes, o, 3, 3, 1, 1, t), np.empty((15, 9, 8), dtype))  # separable
     run(lambda d, t: pool.avgpool_backward(avg, d, 3, 3, 1, 1, t), np.empty((15, 9, 8), dtype))
+    mean, = run(lambda o, t: pool.avgpool_forward(planes, o, 9, 8, 1, 0, t), np.empty((15, 1, 1), dtype))  # global
+    run(lambda d, t: pool.avgpool_backward(mean, d, 9, 8, 1, 0, t), np.empty((15, 9, 8), dtype))
     cols, = run(lambda c, t: im2col.im2col_into(x, c, 3, 3, 2, 1, t), np.empty((45, 3, 20), dtype))
     run(lambda d, t: im2col.col2im_into(cols, d, 3, 3, 2, 1, t), np.empty(x.shape, dtype))

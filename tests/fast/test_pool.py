@@ -107,6 +107,9 @@ POOL_REGRESSIONS = {
     "window_3x3_tiled_odd_input": (2, 2, 8, 7, 3, 3, 3, 0),
     # The average pool's full-width path: 8 partial sums and a tail (65 = 8*8 + 1 elements), rows left uncovered.
     "global_window": (2, 3, 5, 13, 5, 13, 1, 0),
+    # The kernels' global path (the window is the plane) over many planes of 64 and of 49 elements.
+    "global_8x8_planes": (3, 16, 8, 8, 8, 8, 1, 0),
+    "global_7x7_stride_3": (2, 5, 7, 7, 7, 7, 3, 0),
     "full_width_rows_uncovered": (2, 2, 9, 7, 2, 7, 4, 0),
     "full_width_tiled": (1, 2, 9, 7, 3, 7, 3, 0),
 }
