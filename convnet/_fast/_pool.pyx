@@ -234,7 +234,7 @@ cdef inline void _avgpool_plane(const floating* x, floating* out, floating* rs,
                 out[i * W_out + j] = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) * scale
         return
     if pad == 0 and pw == W and (stride >= ph or H_out == 1):
-        # Full-width windows read ph*W contiguous elements each (a global pool takes _global_avg instead).
+        # Full-width windows read ph*W contiguous elements each (a global pool takes _global_pool instead).
         for i in range(H_out):
             out[i] = _contiguous_sum(x + i * stride * W, ph * W) * scale
         return
@@ -333,18 +333,9 @@ def avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t H_out = out.shape[1], W_out = out.shape[2]
     cdef Py_ssize_t p
-    cdef Py_ssize_t t, lo, hi
     if ph == H and pw == W and pad == 0:
-        # A global pool: one sum per plane, without the per-plane dispatch (a third of the time on 8x8 planes).
         with nogil:
-            if nthreads == 1:
-                _global_avg(&x[0, 0, 0], &out[0, 0, 0], P, H * W)
-            else:
-                for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                    lo = t * P // nthreads
-                    hi = (t + 1) * P // nthreads
-                    if hi > lo:
-                        _global_avg(&x[lo, 0, 0], &out[lo, 0, 0], hi - lo, H * W)
+            _global_pool(&x[0, 0, 0], &out[0, 0, 0], P, H * W, False, nthreads)
         return
     cdef floating[:, ::1] scratch = _scratch(x[0, 0, 0], nthreads, H * W_out)
     with nogil:
@@ -358,25 +349,34 @@ def avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                                ph, pw, stride, pad)
 
 
-cdef inline void _global_avg(const floating* x, floating* out, Py_ssize_t planes, Py_ssize_t n) noexcept nogil:
-    # out[p] = the mean of plane p's n contiguous elements.
-    cdef floating scale = 1.0 / n
-    cdef Py_ssize_t p
-    for p in range(planes):
-        out[p] = _contiguous_sum(x + p * n, n) * scale
-
-
-cdef inline void _global_spread(const floating* dout, floating* dx, Py_ssize_t planes, Py_ssize_t n) noexcept nogil:
-    # Every element of plane p gets dout[p] / n: the adjoint of _global_avg.
+cdef inline void _global_planes(const floating* src, floating* dst, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+                                bint spread) noexcept nogil:
+    # Planes lo:hi of a global average pool: dst[p] = the mean of plane p's n contiguous elements, or
+    # (spread) its adjoint, every element of plane p of dst = src[p] / n.
     cdef floating scale = 1.0 / n
     cdef floating g
     cdef floating* row
     cdef Py_ssize_t p, k
-    for p in range(planes):
-        g = dout[p] * scale
-        row = dx + p * n
-        for k in range(n):
-            row[k] = g
+    for p in range(lo, hi):
+        if spread:
+            g = src[p] * scale
+            row = dst + p * n
+            for k in range(n):
+                row[k] = g
+        else:
+            dst[p] = _contiguous_sum(src + p * n, n) * scale
+
+
+cdef void _global_pool(const floating* src, floating* dst, Py_ssize_t P, Py_ssize_t n, bint spread,
+                       int nthreads) noexcept nogil:
+    # A global pool over P planes, the planes split in nthreads blocks. Its own loop: the general kernel's
+    # per-plane dispatch costs as much as the sums on 8x8 planes.
+    cdef Py_ssize_t t
+    if nthreads == 1:
+        _global_planes(src, dst, 0, P, n, spread)
+        return
+    for t in prange(nthreads, schedule="static", num_threads=nthreads):
+        _global_planes(src, dst, t * P // nthreads, (t + 1) * P // nthreads, n, spread)
 
 
 cdef _scratch(floating like, int nthreads, Py_ssize_t n):
@@ -474,17 +474,9 @@ def avgpool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
     cdef Py_ssize_t P = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
     cdef Py_ssize_t H_out = dout.shape[1], W_out = dout.shape[2]
     cdef Py_ssize_t p
-    cdef Py_ssize_t t, lo, hi
     if ph == H and pw == W and pad == 0:
         with nogil:
-            if nthreads == 1:
-                _global_spread(&dout[0, 0, 0], &dx[0, 0, 0], P, H * W)
-            else:
-                for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                    lo = t * P // nthreads
-                    hi = (t + 1) * P // nthreads
-                    if hi > lo:
-                        _global_spread(&dout[lo, 0, 0], &dx[lo, 0, 0], hi - lo, H * W)
+            _global_pool(&dout[0, 0, 0], &dx[0, 0, 0], P, H * W, True, nthreads)
         return
     cdef floating[:, ::1] scratch = _scratch(dout[0, 0, 0], nthreads, H * W_out)
     with nogil:
