@@ -50,6 +50,9 @@ PARALLEL_MIN_WORK = 1 << 22
 # Below this many multiply-adds (forward) splitting the batch across threads costs more than it saves
 # (benchmarks/README.md: LeNet's 5x5 layers and the ResNet stem at batch 32 gained 10-40 % from 2**22 on).
 SPLIT_MIN_WORK = 1 << 22
+# Below this many multiply-adds (forward) a convolution's GEMMs run on one BLAS thread: on a quiet machine BLAS's
+# threads gain 15-35 % from 2**20 on, but with one core busy a descheduled one stalls every GEMM (2-6x slower).
+BLAS_THREADS_MIN_WORK = 1 << 24
 # A batch part of fewer images runs its GEMMs on too few columns: N = 32 ran 10-30 % slower in 8 parts than in 2.
 MIN_PART_IMAGES = 16
 # Scratch kept between calls (convnet.fast.workspace): the column budget plus room for the filter transforms.
@@ -104,6 +107,11 @@ class Settings:
         Whether a convolution may split its batch across threads at all.
     split_min_work : int >= 0
         Forward multiply-adds from which a convolution splits its batch.
+    blas_threads_min_work : int >= 0
+        Forward multiply-adds from which a convolution that does not split its
+        batch (one image, or a small batch) lets BLAS use its own threads;
+        below, its GEMMs run on one BLAS thread. Lower it on a machine whose
+        cores are otherwise idle (benchmarks/README.md: BLAS's threads for smaller layers).
     per_image_gemm_max_k : int >= 0
         Largest ``C*HH*WW`` whose im2col backward runs per-image GEMMs.
     min_part_images : int >= 1
@@ -121,6 +129,7 @@ class Settings:
     parallel_min_work: int = PARALLEL_MIN_WORK
     split_batch: bool = True
     split_min_work: int = SPLIT_MIN_WORK
+    blas_threads_min_work: int = BLAS_THREADS_MIN_WORK
     per_image_gemm_max_k: int = PER_IMAGE_GEMM_MAX_K
     min_part_images: int = MIN_PART_IMAGES
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
@@ -161,6 +170,7 @@ _VALIDATORS = {
     "parallel_min_work": _at_least(0),
     "split_batch": _boolean,
     "split_min_work": _at_least(0),
+    "blas_threads_min_work": _at_least(0),
     "per_image_gemm_max_k": _at_least(0),
     "min_part_images": _at_least(1),
     "workspace_limit": _at_least(0),

@@ -76,13 +76,13 @@ def _plan(g):
     """(settings, algorithm, batch parts, limit BLAS) for one call: one snapshot of the settings decides all.
 
     BLAS runs on one thread when the batch is split (the parts are the
-    parallelism) and for small layers (its threads do not pay there, and on a
-    busy machine a descheduled one stalls the GEMM); a large layer with fewer
-    images than threads keeps BLAS's threads, its parallelism within the image.
+    parallelism) and for layers below the ``blas_threads_min_work`` setting (on a
+    busy machine a descheduled BLAS thread stalls the GEMM); a large layer with
+    fewer images than threads keeps BLAS's threads, its parallelism within the image.
     """
     s = _config.settings()
     parts = parallel.batch_parts(g, s)
-    limit = len(parts) > 1 or (s.split_batch and parallel.small_for_blas_threads(g))
+    limit = len(parts) > 1 or (s.split_batch and parallel.small_for_blas_threads(g, s))
     return s, choose(g, s.conv_algorithm), parts, limit
 
 

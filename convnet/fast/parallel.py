@@ -26,13 +26,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["kernel_threads", "batch_parts", "forward_work", "small_work", "small_for_blas_threads", "blas_controller",
-           "one_blas_thread", "run_parts", "split", "run_split", "run_planes", "PARTS_PER_THREAD",
-           "BLAS_THREADS_MIN_WORK"]
+           "one_blas_thread", "run_parts", "split", "run_split", "run_planes", "PARTS_PER_THREAD"]
 
 # Parts per thread: a thread that is descheduled leaves its unclaimed parts to the others.
 PARTS_PER_THREAD = 4
-# Below this many multiply-adds BLAS's threads do not pay on a layer's GEMMs, and a descheduled one stalls them.
-BLAS_THREADS_MIN_WORK = 1 << 24
 
 
 def kernel_threads(work: int, s) -> int:
@@ -114,9 +111,9 @@ def small_work(g, s) -> bool:
     return forward_work(g) < s.split_min_work
 
 
-def small_for_blas_threads(g) -> bool:
-    """A convolution below :data:`BLAS_THREADS_MIN_WORK`: its GEMMs run on one BLAS thread."""
-    return forward_work(g) < BLAS_THREADS_MIN_WORK
+def small_for_blas_threads(g, s) -> bool:
+    """A convolution below the ``blas_threads_min_work`` setting: its GEMMs run on one BLAS thread."""
+    return forward_work(g) < s.blas_threads_min_work
 
 
 def batch_parts(g, s) -> list:

@@ -115,6 +115,8 @@ def test_config_num_threads_zero_or_none_is_the_default():
     ({"parallel_min_work": -1}, ValueError, "config: parallel_min_work must be >= 0"),
     ({"split_batch": 1}, TypeError, "config: split_batch must be True or False, got int 1"),
     ({"split_min_work": True}, TypeError, "config: split_min_work must be an integer"),
+    ({"blas_threads_min_work": -1}, ValueError, "config: blas_threads_min_work must be >= 0, got -1"),
+    ({"blas_threads_min_work": 2.0**20}, TypeError, "config: blas_threads_min_work must be an integer"),
     ({"per_image_gemm_max_k": -3}, ValueError, "config: per_image_gemm_max_k must be >= 0, got -3"),
     ({"min_part_images": 0}, ValueError, "config: min_part_images must be >= 1, got 0"),
     ({"min_part_images": 2.0}, TypeError, "config: min_part_images must be an integer"),

@@ -47,8 +47,10 @@ def test_split_batch_matches_naive(algo, case, dtype, conv_inputs, exact_conv, a
             assert_close_scaled(a, r, dtype, name, "winograd4" if algo == "winograd4" else "winograd2")
 
 
-def test_small_layer_holds_blas_at_one_thread_for_the_filter_transforms(conv_inputs, monkeypatch):
+@pytest.mark.parametrize("min_work, held", [(None, True), (1, False)], ids=["default", "lowered"])
+def test_small_layer_holds_blas_at_one_thread_for_the_filter_transforms(min_work, held, conv_inputs, monkeypatch):
     # Not only the parts: the transform of w (forward, backward) and of dU too; a busy machine stalls them otherwise.
+    # Lowering blas_threads_min_work below the layer's work leaves BLAS's threads to it.
     before = _blas_threads()
     if max(before, default=1) < 2:
         pytest.skip(f"BLAS runs {before} thread(s) here: there is no second thread to hold back")
@@ -58,11 +60,12 @@ def test_small_layer_holds_blas_at_one_thread_for_the_filter_transforms(conv_inp
     for name in ("winograd_filter", "winograd_filter_adjoint"):
         real = getattr(_backend, name)
         monkeypatch.setattr(_backend, name, lambda *a, real=real: seen.append(_blas_threads()) or real(*a))
-    with fast.config(conv_algorithm="winograd2", num_threads=2):
+    settings = {} if min_work is None else {"blas_threads_min_work": min_work}
+    with fast.config(conv_algorithm="winograd2", num_threads=2, **settings):
         x, w, b, cp = conv_inputs((1, 4, 8, 8, 4, 3, 3, 1, 1), np.float64, 0)
         out, cache = FastConv.forward(x, w, b, cp)
         FastConv.backward(np.ones_like(out), cache)
-    assert len(seen) == 3 and all(all(t == 1 for t in threads) for threads in seen), seen
+    assert len(seen) == 3 and all(threads == ([1] * len(before) if held else before) for threads in seen), seen
     assert _blas_threads() == before
 
 
