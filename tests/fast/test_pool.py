@@ -105,11 +105,12 @@ POOL_REGRESSIONS = {
     "wide_window": (1, 2, 5, 9, 2, 7, 2, 1),
     "window_2x2_odd_input": (2, 2, 7, 5, 2, 2, 2, 0),  # the kernels' 2x2/2 fast path and its border
     "window_3x3_tiled_odd_input": (2, 2, 8, 7, 3, 3, 3, 0),
-    # The average pool's full-width path: 8 partial sums and a tail (65 = 8*8 + 1 elements), rows left uncovered.
+    # The average pool's global path (the window is the plane): 16 partial sums and a tail (65 = 4*16 + 1
+    # elements), many planes of 64 and of 49 elements.
     "global_window": (2, 3, 5, 13, 5, 13, 1, 0),
-    # The kernels' global path (the window is the plane) over many planes of 64 and of 49 elements.
     "global_8x8_planes": (3, 16, 8, 8, 8, 8, 1, 0),
     "global_7x7_stride_3": (2, 5, 7, 7, 7, 7, 3, 0),
+    # Its full-width path: windows as wide as the plane but not as tall, rows left uncovered.
     "full_width_rows_uncovered": (2, 2, 9, 7, 2, 7, 4, 0),
     "full_width_tiled": (1, 2, 9, 7, 3, 7, 3, 0),
 }
