@@ -99,23 +99,28 @@ cdef inline void _maxpool_plane(const floating* x, floating* out, int* argmax,
             argmax[i * W_out + j] = <int>best_i
 
 
-cdef inline void _maxpool_block_2x2(const floating* x, floating* out, int* argmax, Py_ssize_t planes,
-                                    Py_ssize_t H, Py_ssize_t W, floating* h, int* kh) noexcept nogil:
+cdef inline int _maxpool_block_2x2(const floating* x, floating* out, int* argmax, Py_ssize_t planes,
+                                   Py_ssize_t H, Py_ssize_t W, floating* h, int* kh) noexcept nogil:
     # 2x2/2 without padding on NaN-free planes of even H and W with short rows: on random data the
     # per-row loop mispredicts a branch per compare (1.1-1.7 ns per element on 8x8 maps). Here every loop
     # runs over the whole block and vectorises: the horizontal pairs of every row, then the vertical
     # pairs of every two consecutive rows in place, then the even rows' results copied out.
     # h and kh hold planes*H*W/2 elements. The first maximum in row-major order wins (strict >).
+    # Returns whether the block holds a NaN (then out and argmax are not written): the first pass
+    # looks for one as it reads x, so no separate pass over the block does.
     cdef Py_ssize_t W_out = W // 2, H_out = H // 2
     cdef Py_ssize_t n = planes * H * W_out, q, r, j
     cdef floating a, b
-    cdef int c, Wi = <int>W, base
+    cdef int c, Wi = <int>W, base, has_nan = 0
     for q in range(n):
         a = x[2 * q]
         b = x[2 * q + 1]
         c = b > a
         h[q] = b if c else a
         kh[q] = c
+        has_nan = has_nan | (a != a) | (b != b)
+    if has_nan:
+        return 1
     # Row pairs (2i, 2i+1) only are read below; q + W_out < n, and q runs forward, so h[q + W_out] is unwritten.
     for q in range(n - W_out):
         a = h[q]
@@ -128,6 +133,7 @@ cdef inline void _maxpool_block_2x2(const floating* x, floating* out, int* argma
         for j in range(W_out):
             out[r * W_out + j] = h[2 * r * W_out + j]
             argmax[r * W_out + j] = base + 2 * <int>j + kh[2 * r * W_out + j]
+    return 0
 
 
 cdef inline void _maxpool_planes_2x2(const floating* x, floating* out, int* argmax, Py_ssize_t planes,
@@ -135,7 +141,6 @@ cdef inline void _maxpool_planes_2x2(const floating* x, floating* out, int* argm
     # Blocks of planes for _maxpool_block_2x2; a block holding a NaN goes plane by plane.
     cdef Py_ssize_t per = max(1, BLOCK_BYTES // (H * W * sizeof(floating)))
     cdef Py_ssize_t p0, m, q, HW = H * W, Q = (H // 2) * (W // 2)
-    cdef int has_nan
     cdef floating* h = <floating*>malloc(per * HW // 2 * sizeof(floating))
     cdef int* kh = <int*>malloc(per * HW // 2 * sizeof(int))
     if h == NULL or kh == NULL:  # no scratch: the plane loop needs none
@@ -147,14 +152,9 @@ cdef inline void _maxpool_planes_2x2(const floating* x, floating* out, int* argm
     p0 = 0
     while p0 < planes:
         m = min(per, planes - p0)
-        has_nan = 0
-        for q in range(m * HW):
-            has_nan = has_nan | (x[p0 * HW + q] != x[p0 * HW + q])
-        if has_nan:
+        if _maxpool_block_2x2(x + p0 * HW, out + p0 * Q, argmax + p0 * Q, m, H, W, h, kh):
             for q in range(p0, p0 + m):
                 _maxpool_plane(x + q * HW, out + q * Q, argmax + q * Q, H, W, H // 2, W // 2, 2, 2, 2, 0)
-        else:
-            _maxpool_block_2x2(x + p0 * HW, out + p0 * Q, argmax + p0 * Q, m, H, W, h, kh)
         p0 += m
     free(h)
     free(kh)

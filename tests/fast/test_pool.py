@@ -181,8 +181,9 @@ def test_max_pool_2x2_stride_2_picks_the_first_maximum(shape, dtype, pool_param,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape, nan_at", [((2, 3, 6, 7), (1, 2, 3, 4)), ((4, 30, 8, 6), (2, 17, 5, 1))],
-                         ids=["one_plane", "one_block"])
+@pytest.mark.parametrize("shape, nan_at", [((2, 3, 6, 7), (1, 2, 3, 4)), ((4, 30, 8, 6), (2, 17, 5, 1)),
+                                            ((4, 30, 8, 6), (3, 29, 7, 4)), ((4, 30, 8, 6), (0, 0, 0, 0))],
+                         ids=["one_plane", "one_block", "last_element_even_column", "first_element"])
 def test_max_pool_2x2_stride_2_with_a_nan(shape, nan_at, dtype, pool_param, tol):
     # A plane holding a NaN takes the NaN-aware loop, and on short rows (blocks of 8 KiB of planes) so does its
     # block; the other planes and blocks keep their 2x2 path: all as the naive layer.
