@@ -72,6 +72,11 @@ def choose(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHO
     return next(algo for algo in preference(g, setting, have_cython) if algo.is_usable_for(g))
 
 
+# geometry -> _plan's answer, valid while the settings snapshot in it is the current one.
+_PLANS: dict = {}
+_PLANS_MAX = 4096
+
+
 def _plan(g):
     """(settings, algorithm, batch parts, limit BLAS) for one call: one snapshot of the settings decides all.
 
@@ -79,11 +84,18 @@ def _plan(g):
     parallelism) and for layers below the ``blas_threads_min_work`` setting (on a
     busy machine a descheduled BLAS thread stalls the GEMM); a large layer with
     fewer images than threads keeps BLAS's threads, its parallelism within the image.
+    A layer called again under the same settings gets the same answer (a few us of a small layer's call).
     """
     s = _config.settings()
+    known = _PLANS.get(g)
+    if known is not None and known[0] is s:
+        return known
     parts = parallel.batch_parts(g, s)
     limit = len(parts) > 1 or (s.split_batch and parallel.small_for_blas_threads(g, s))
-    return s, choose(g, s.conv_algorithm), parts, limit
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    plan = _PLANS[g] = (s, choose(g, s.conv_algorithm), tuple(parts), limit)
+    return plan
 
 
 class FastConv:

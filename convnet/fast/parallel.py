@@ -44,6 +44,14 @@ class _Workers:
         self.executor = None
         self.blas = None
         self.blas_probed = False
+        self.functions = {}
+
+    def thread_functions(self, lib):
+        """:func:`_thread_functions` of ``lib``, found once per controller."""
+        found = self.functions.get(id(lib))
+        if found is None or found[0] is not lib:
+            found = self.functions[id(lib)] = (lib, _thread_functions(lib))
+        return found[1]
 
     def forget_executor(self):
         # A forked child inherits the pool object but not its threads: start afresh.
@@ -72,28 +80,43 @@ def blas_controller():
     return _WORKERS.blas
 
 
+def _thread_functions(lib):
+    """(get, set) of one threadpoolctl library controller's thread count: OpenBLAS's own C functions where
+    they are found (threadpoolctl looks each symbol up again on every call), else the controller's."""
+    dll = getattr(lib, "dynlib", None)
+    if getattr(lib, "internal_api", None) == "openblas" and dll is not None:
+        for prefix, suffix in (("", ""), ("scipy_", "64_"), ("scipy_", ""), ("", "64_")):
+            try:
+                return (getattr(dll, f"{prefix}openblas_get_num_threads{suffix}"),
+                        getattr(dll, f"{prefix}openblas_set_num_threads{suffix}"))
+            except AttributeError:
+                continue
+    return (lambda: lib.num_threads), lib.set_num_threads
+
+
 class _OneThread:
     """Holds threadpoolctl's BLAS libraries at one thread while it lasts, restoring each one's count after.
 
-    The libraries' own get/set calls: threadpoolctl's ``limit()`` costs about
-    12 us per use, which a one-image layer pays twice per step.
+    The libraries' own get/set calls (:func:`_thread_functions`): threadpoolctl's
+    ``limit()`` costs about 12 us per use and its controllers' get/set 1.5 us
+    together, which a one-image layer pays twice per step.
     """
 
     def __init__(self, libs):
-        self.libs = libs
+        self.functions = [_WORKERS.thread_functions(lib) for lib in libs]
         self.saved = ()
 
     def __enter__(self):
-        self.saved = [(lib, lib.num_threads) for lib in self.libs]
-        for lib, n in self.saved:
+        self.saved = [(set_, get()) for get, set_ in self.functions]
+        for set_, n in self.saved:
             if n != 1:
-                lib.set_num_threads(1)
+                set_(1)
         return self
 
     def __exit__(self, *exc):
-        for lib, n in self.saved:
+        for set_, n in self.saved:
             if n != 1:
-                lib.set_num_threads(n)
+                set_(n)
 
 
 def one_blas_thread(active: bool = True):

@@ -245,3 +245,17 @@ def test_forced_winograd_falls_back_to_im2col_elsewhere(case, algo, conv_inputs,
     assert choose(_checks.conv_args(*conv_inputs(case, np.float64, 2)), algo) is IM2COL
     with fast.config(conv_algorithm=algo):
         check_conv_vs_naive(case, np.float64, seed=2)
+
+def test_a_layers_plan_is_kept_until_the_settings_change(conv_inputs):
+    # A repeated geometry reuses its plan; fast.config makes a new settings snapshot, and a new plan with it.
+    from convnet.fast import conv, parallel
+
+    g = _checks.conv_args(*conv_inputs((2, 16, 16, 16, 16, 3, 3, 1, 1), np.float64, 0))
+    with fast.config(conv_algorithm="im2col"):
+        first = conv._plan(g)
+        assert conv._plan(g) is first and first[1] is IM2COL
+        with fast.config(conv_algorithm="winograd2"):
+            assert conv._plan(g)[1].name == "winograd2"
+        assert conv._plan(g)[1] is IM2COL
+    with fast.config(num_threads=2, split_min_work=0, min_part_images=1):
+        assert len(conv._plan(g)[2]) == (2 if parallel.blas_controller() else 1)

@@ -296,6 +296,41 @@ def test_split_conv_is_deterministic(dtype, conv_inputs):
                 np.testing.assert_array_equal(a, r)
 
 
+class _CountingLibrary:
+    """A threadpoolctl library controller that is not OpenBLAS: its own get and set are the way in."""
+
+    internal_api = "mkl"
+
+    def __init__(self, n):
+        self.num_threads, self.calls = n, []
+
+    def set_num_threads(self, n):
+        self.calls.append(n)
+        self.num_threads = n
+
+
+def test_one_thread_uses_a_controllers_own_calls_where_it_is_not_openblas():
+    libs = [_CountingLibrary(4), _CountingLibrary(1)]
+    with parallel._OneThread(libs):
+        assert [lib.num_threads for lib in libs] == [1, 1]
+    assert [lib.num_threads for lib in libs] == [4, 1] and [lib.calls for lib in libs] == [[1, 4], []]
+
+
+def test_one_thread_calls_openblas_directly():
+    # The C functions themselves, not threadpoolctl's wrappers (which look the symbols up on every call).
+    libs = [lib for lib in getattr(parallel.blas_controller() or None, "lib_controllers", [])
+            if lib.internal_api == "openblas"]
+    if not libs:
+        pytest.skip("no OpenBLAS is loaded here (numpy uses another BLAS, or threadpoolctl is missing)")
+    get, set_ = parallel._thread_functions(libs[0])
+    assert type(get).__name__ == "_FuncPtr" and get() == libs[0].num_threads
+    before = get()
+    set_(1)
+    assert libs[0].num_threads == 1
+    set_(before)
+    assert libs[0].num_threads == before
+
+
 def test_one_blas_thread_holds_and_restores_every_blas_library():
     before = _blas_threads()
     if max(before, default=1) < 2:
