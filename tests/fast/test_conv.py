@@ -246,6 +246,7 @@ def test_forced_winograd_falls_back_to_im2col_elsewhere(case, algo, conv_inputs,
     with fast.config(conv_algorithm=algo):
         check_conv_vs_naive(case, np.float64, seed=2)
 
+
 def test_a_layers_plan_is_kept_until_the_settings_change(conv_inputs):
     # A repeated geometry reuses its plan; fast.config makes a new settings snapshot, and a new plan with it.
     from convnet.fast import conv, parallel
