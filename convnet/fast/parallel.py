@@ -21,6 +21,7 @@ holds, where OpenMP's barrier waited for it whole time slices. With
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -44,14 +45,6 @@ class _Workers:
         self.executor = None
         self.blas = None
         self.blas_probed = False
-        self.functions = {}
-
-    def thread_functions(self, lib):
-        """:func:`_thread_functions` of ``lib``, found once per controller."""
-        found = self.functions.get(id(lib))
-        if found is None or found[0] is not lib:
-            found = self.functions[id(lib)] = (lib, _thread_functions(lib))
-        return found[1]
 
     def forget_executor(self):
         # A forked child inherits the pool object but not its threads: start afresh.
@@ -80,9 +73,11 @@ def blas_controller():
     return _WORKERS.blas
 
 
+@functools.lru_cache(maxsize=None)
 def _thread_functions(lib):
     """(get, set) of one threadpoolctl library controller's thread count: OpenBLAS's own C functions where
-    they are found (threadpoolctl looks each symbol up again on every call), else the controller's."""
+    they are found (threadpoolctl looks each symbol up again on every call), else the controller's.
+    Found once per controller (controllers compare by identity)."""
     dll = getattr(lib, "dynlib", None)
     if getattr(lib, "internal_api", None) == "openblas" and dll is not None:
         for prefix, suffix in (("", ""), ("scipy_", "64_"), ("scipy_", ""), ("", "64_")):
@@ -103,7 +98,7 @@ class _OneThread:
     """
 
     def __init__(self, libs):
-        self.functions = [_WORKERS.thread_functions(lib) for lib in libs]
+        self.functions = [_thread_functions(lib) for lib in libs]
         self.saved = ()
 
     def __enter__(self):
