@@ -1,9 +1,11 @@
 # cython: language_level=3
-"""im2col / col2im kernels (private; call them through convnet.fast).
+"""im2col / col2im and im2row / row2im kernels (private; call them through convnet.fast).
 
 Layout: ``cols[k, n, p]`` with ``k = (c*HH + kh)*WW + kw`` and ``p = i*W_out + j``
 holds ``xpad[n, c, i*stride + kh, j*stride + kw]`` (zero where that is padding);
 reshaped to ``(K, N*P)`` it is the right-hand operand of the convolution's GEMM.
+im2row's ``rows[n, p, (kh*WW + kw)*C + c]`` holds the same value (the channel
+axis last); reshaped to ``(N*P, K)`` it is the left-hand operand.
 
 The per-row / per-plane work is a plain ``cdef`` function on raw pointers, called
 from the ``prange`` body: gcc optimises loops written directly inside the
@@ -12,13 +14,14 @@ from the ``prange`` body: gcc optimises loops written directly inside the
 These kernels do not validate: the caller guarantees x is (N, C, H, W)
 C-contiguous, HH <= H + 2*pad, WW <= W + 2*pad, and cols is
 (C*HH*WW, N, H_out*W_out) C-contiguous of the same dtype, with H_out, W_out
-the ``output_size`` of ``_window.pxd``.
+the ``output_size`` of ``_window.pxd``; rows is (N, H_out*W_out, HH*WW*C) and
+the scratch xt holds at least C*H*W elements.
 """
 from cython.parallel import prange
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from convnet._fast._window cimport output_size, tap_span
+from convnet._fast._window cimport output_size, tap_span, window_span
 
 
 cdef inline void _im2col_row(const floating* x, floating* row, Py_ssize_t N, Py_ssize_t C,
@@ -155,3 +158,116 @@ def bias_transpose(const floating[:, :, ::1] res, const floating[::1] b, floatin
                 for p in range(P):
                     dst[p] = src[p] + bf
 
+
+
+# ---- im2row: the transposed layout, rows[n, i*W_out + j, (kh*WW + kw)*C + c] = xpad[n, c, i*stride + kh, j*stride + kw].
+# One image at a time through a channels-last copy xt (H*W*C elements, the caller's scratch): the taps kw of one
+# kh are then one contiguous run of C*(taps in range) elements, whatever the stride.
+
+# A transpose goes tile by tile, TILE x TILE: the tile's source rows stay in L1 even when they lie 4 KiB apart
+# (a 32x32 float32 plane), which map to one cache set, and its destination rows too.
+DEF TILE = 8
+
+
+cdef inline void _transpose(const floating* s, floating* d, Py_ssize_t A, Py_ssize_t B,
+                            const floating* bias) noexcept nogil:
+    # d[q*A + a] = s[a*B + q] (+ bias[q] unless bias is NULL).
+    cdef Py_ssize_t a0, q0, a, q, a1, q1
+    for a0 in range(0, A, TILE):
+        a1 = a0 + TILE if a0 + TILE < A else A
+        for q0 in range(0, B, TILE):
+            q1 = q0 + TILE if q0 + TILE < B else B
+            for q in range(q0, q1):
+                if bias != NULL:
+                    for a in range(a0, a1):
+                        d[q * A + a] = s[a * B + q] + bias[q]
+                else:
+                    for a in range(a0, a1):
+                        d[q * A + a] = s[a * B + q]
+
+
+cdef inline void _im2row_image(const floating* xt, floating* rows, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad,
+                               Py_ssize_t H_out, Py_ssize_t W_out) noexcept nogil:
+    cdef Py_ssize_t i, j, kh, hi, wlo, klo, khi
+    cdef Py_ssize_t K = HH * WW * C
+    cdef floating* r
+    for i in range(H_out):
+        for j in range(W_out):
+            r = rows + (i * W_out + j) * K
+            window_span(j, WW, stride, pad, W, &klo, &khi)  # input columns, then the taps kw they are
+            wlo = j * stride - pad
+            klo -= wlo
+            khi -= wlo
+            for kh in range(HH):
+                hi = i * stride - pad + kh
+                if hi < 0 or hi >= H or khi <= klo:
+                    memset(r + kh * WW * C, 0, WW * C * sizeof(floating))
+                    continue
+                if klo > 0:
+                    memset(r + kh * WW * C, 0, klo * C * sizeof(floating))
+                memcpy(r + (kh * WW + klo) * C, xt + (hi * W + wlo + klo) * C, (khi - klo) * C * sizeof(floating))
+                if khi < WW:
+                    memset(r + (kh * WW + khi) * C, 0, (WW - khi) * C * sizeof(floating))
+
+
+def im2row_into(const floating[:, :, :, ::1] x, floating[:, :, ::1] rows, floating[::1] xt,
+                Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad):
+    """Fill ``rows[n, i*W_out + j, (kh*WW + kw)*C + c]`` from x, one thread; xt is scratch of C*H*W elements."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t H_out = output_size(H, HH, stride, pad), W_out = output_size(W, WW, stride, pad)
+    cdef Py_ssize_t n
+    with nogil:
+        for n in range(N):
+            _transpose(&x[n, 0, 0, 0], &xt[0], C, H * W, NULL)
+            _im2row_image(&xt[0], &rows[n, 0, 0], C, H, W, HH, WW, stride, pad, H_out, W_out)
+
+
+cdef inline void _row2im_image(const floating* rows, floating* xt, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad,
+                               Py_ssize_t H_out, Py_ssize_t W_out) noexcept nogil:
+    # xt (H*W*C, channels last) = the sum of every row entry at the input position it came from.
+    cdef Py_ssize_t i, j, kh, hi, wlo, klo, khi, e, L
+    cdef Py_ssize_t K = HH * WW * C
+    cdef const floating* r
+    cdef floating* d
+    memset(xt, 0, H * W * C * sizeof(floating))
+    for i in range(H_out):
+        for j in range(W_out):
+            window_span(j, WW, stride, pad, W, &klo, &khi)
+            wlo = j * stride - pad
+            klo -= wlo
+            khi -= wlo
+            if khi <= klo:
+                continue
+            L = (khi - klo) * C
+            for kh in range(HH):
+                hi = i * stride - pad + kh
+                if hi < 0 or hi >= H:
+                    continue
+                r = rows + (i * W_out + j) * K + (kh * WW + klo) * C
+                d = xt + (hi * W + wlo + klo) * C
+                for e in range(L):
+                    d[e] += r[e]
+
+
+def row2im_into(const floating[:, :, ::1] rows, floating[:, :, :, ::1] dx, floating[::1] xt,
+                Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad):
+    """Adjoint of im2row_into: overwrite dx with the sum of the row entries at each input position (one thread)."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t H_out = output_size(H, HH, stride, pad), W_out = output_size(W, WW, stride, pad)
+    cdef Py_ssize_t n
+    with nogil:
+        for n in range(N):
+            _row2im_image(&rows[n, 0, 0], &xt[0], C, H, W, HH, WW, stride, pad, H_out, W_out)
+            _transpose(&xt[0], &dx[n, 0, 0, 0], H * W, C, NULL)
+
+
+def transpose_planes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, const floating[::1] b=None):
+    """dst[n, q, p] = src[n, p, q] (+ b[q] when b is given), one thread: a GEMM's (P, F) result to (F, P) and back."""
+    cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2]
+    cdef Py_ssize_t n
+    cdef const floating* bias = &b[0] if b is not None else NULL
+    with nogil:
+        for n in range(N):
+            _transpose(&src[n, 0, 0], &dst[n, 0, 0], A, B, bias)

@@ -8,6 +8,9 @@ layers never ask which one runs:
 ``im2col_into``               (x, cols, HH, WW, stride, pad, nthreads)
 ``col2im_into``               (cols, dx, HH, WW, stride, pad, nthreads)
 ``bias_transpose``            (res, b, out)
+``im2row_into``               (x, rows, xt, HH, WW, stride, pad)
+``row2im_into``               (rows, dx, xt, HH, WW, stride, pad)
+``transpose_planes``          (src, dst, b)
 ``maxpool_forward``           (x, out, argmax, ph, pw, stride, pad, nthreads)
 ``maxpool_backward``          (dout, argmax, dx, nthreads)
 ``avgpool_forward``           (x, out, ph, pw, stride, pad, nthreads)
@@ -38,7 +41,8 @@ import os
 from convnet.fast._config import PUREPYTHON, REQUIRE_CYTHON
 
 __all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "VARIANTS", "cpu_supports", "kernel_module",
-           "im2col_into", "col2im_into", "bias_transpose", "maxpool_forward",
+           "im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes",
+           "maxpool_forward",
            "maxpool_backward", "avgpool_forward", "avgpool_backward", "winograd_input", "winograd_input_adjoint",
            "winograd_output", "winograd_output_adjoint", "winograd_filter", "winograd_filter_adjoint"]
 
@@ -110,6 +114,7 @@ if not PUREPYTHON:
     try:
         _im2col, _pool, _winograd = (kernel_module(n) for n in ("_im2col", "_pool", "_winograd"))
         bias_transpose, col2im_into, im2col_into = _im2col.bias_transpose, _im2col.col2im_into, _im2col.im2col_into
+        im2row_into, row2im_into, transpose_planes = _im2col.im2row_into, _im2col.row2im_into, _im2col.transpose_planes
         avgpool_backward, avgpool_forward = _pool.avgpool_backward, _pool.avgpool_forward
         maxpool_backward, maxpool_forward = _pool.maxpool_backward, _pool.maxpool_forward
         winograd_input, winograd_input_adjoint = _winograd.winograd_input, _winograd.winograd_input_adjoint
@@ -129,6 +134,7 @@ if not HAVE_CYTHON:
             "or `pip install .`, or set CONVNET_PUREPYTHON=1 to use numpy"
         )
     from convnet.fast._numpy import (avgpool_backward, avgpool_forward, bias_transpose,  # noqa: F811
-                                     col2im_into, im2col_into, maxpool_backward, maxpool_forward,
+                                     col2im_into, im2col_into, im2row_into, maxpool_backward, maxpool_forward,
+                                     row2im_into, transpose_planes,
                                      winograd_filter, winograd_filter_adjoint, winograd_input,
                                      winograd_input_adjoint, winograd_output, winograd_output_adjoint)

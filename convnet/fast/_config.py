@@ -39,7 +39,7 @@ __all__ = ["Settings", "config", "get_config", "settings", "CONV_ALGORITHMS", "s
 PUREPYTHON = flag("CONVNET_PUREPYTHON")
 REQUIRE_CYTHON = flag("CONVNET_REQUIRE_CYTHON")
 
-CONV_ALGORITHMS = ("auto", "im2col", "pointwise", "winograd", "winograd2", "winograd4")
+CONV_ALGORITHMS = ("auto", "im2col", "im2row", "pointwise", "winograd", "winograd2", "winograd4")
 
 # Bounds the convolution's extra memory whatever the batch size (benchmarks/README.md: chunk sizes).
 DEFAULT_COLUMN_BUDGET = 64 * 2**20
@@ -312,8 +312,9 @@ def set_conv_algorithm(name: str) -> str:
 
     Parameters
     ----------
-    name : {'auto', 'im2col', 'pointwise', 'winograd', 'winograd2', 'winograd4'}
-        ``'im2col'``: im2col + GEMM for every layer. ``'pointwise'``: 1x1
+    name : {'auto', 'im2col', 'im2row', 'pointwise', 'winograd', 'winograd2', 'winograd4'}
+        ``'im2col'``: im2col + GEMM for every layer. ``'im2row'``: its transposed layout (one row per
+        output pixel, channels last) for every layer. ``'pointwise'``: 1x1
         layers without padding as GEMMs on x as it lies (no im2col), im2col for
         the others. ``'winograd2'`` /
         ``'winograd4'``: Winograd F(2x2, 3x3) / F(4x4, 3x3) for every 3x3
@@ -323,7 +324,9 @@ def set_conv_algorithm(name: str) -> str:
         ``'auto'`` (default): ``'pointwise'`` for 1x1 layers without padding;
         for 3x3 stride-1 layers with at least 16 input and 16 output channels,
         when the compiled kernels are in use, ``'winograd'`` but F(4x4, 3x3)
-        only on output maps of at least 16x16; im2col otherwise.
+        only on output maps of at least 16x16; for the other layers, with the compiled kernels,
+        ``'im2row'`` in float32 on more than one image when a kernel row (``WW*C`` elements) is at
+        least as long as an output row's input span (``W_out*stride``), im2col otherwise.
 
     The measured rounding of F(4x4, 3x3) in float32 grows through batch norm's
     backward (its mean subtraction cancels): in a DeepConvNet step the filter

@@ -45,6 +45,32 @@ def bias_transpose(res, b, out):
     np.add(res.transpose(1, 0, 2), b.reshape(1, -1, 1), out=out)
 
 
+def im2row_into(x, rows, xt, HH, WW, stride, pad):
+    """``rows[n, (i, j), (kh, kw, c)] = xpad[n, c, i*stride + kh, j*stride + kw]``; rows is (N, P, K), xt unused."""
+    N, C, H, W = x.shape
+    H_out, W_out = output_size(H, HH, stride, pad), output_size(W, WW, stride, pad)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    win = sliding_window_view(xp, (HH, WW), axis=(2, 3))[:, :, ::stride, ::stride]
+    # win: (N, C, H_out, W_out, HH, WW) -> (N, H_out, W_out, HH, WW, C)
+    rows.reshape(N, H_out, W_out, HH, WW, C)[...] = win.transpose(0, 2, 3, 4, 5, 1)
+
+
+def row2im_into(rows, dx, xt, HH, WW, stride, pad):
+    """Adjoint of :func:`im2row_into`: dx (overwritten) accumulates every row entry; xt unused."""
+    N, C, H, W = dx.shape
+    H_out, W_out = output_size(H, HH, stride, pad), output_size(W, WW, stride, pad)
+    cols = rows.reshape(N, H_out * W_out, HH, WW, C).transpose(4, 2, 3, 0, 1)
+    col2im_into(np.ascontiguousarray(cols).reshape(C * HH * WW, N, H_out * W_out), dx, HH, WW, stride, pad)
+
+
+def transpose_planes(src, dst, b=None):
+    """``dst[n, q, p] = src[n, p, q]`` (+ ``b[q]`` when b is given)."""
+    if b is None:
+        dst[...] = src.transpose(0, 2, 1)
+    else:
+        np.add(src.transpose(0, 2, 1), b.reshape(1, -1, 1), out=dst)
+
+
 # ---------------------------------------------------------------- pooling (convnet._fast._pool)
 
 

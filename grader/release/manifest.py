@@ -53,6 +53,7 @@ VISIBLE_TESTS = [
     "tests/fast/test_conv.py",
     "tests/fast/test_fuzz.py",
     "tests/fast/test_im2col.py",
+    "tests/fast/test_im2row.py",
     "tests/fast/test_parallel.py",
     "tests/fast/test_pool.py",
     "tests/fast/test_winograd.py",

@@ -253,10 +253,10 @@ def test_a_layers_plan_is_kept_until_the_settings_change(conv_inputs):
 
     g = _checks.conv_args(*conv_inputs((2, 16, 16, 16, 16, 3, 3, 1, 1), np.float64, 0))
     with fast.config(conv_algorithm="im2col"):
-        first = conv._plan(g)
-        assert conv._plan(g) is first and first[1] is IM2COL
+        first = conv._plan(g, 8)
+        assert conv._plan(g, 8) is first and first[1] is IM2COL
         with fast.config(conv_algorithm="winograd2"):
-            assert conv._plan(g)[1].name == "winograd2"
-        assert conv._plan(g)[1] is IM2COL
+            assert conv._plan(g, 8)[1].name == "winograd2"
+        assert conv._plan(g, 8)[1] is IM2COL
     with fast.config(num_threads=2, split_min_work=0, min_part_images=1):
-        assert len(conv._plan(g)[2]) == (2 if parallel.blas_controller() else 1)
+        assert len(conv._plan(g, 8)[2]) == (2 if parallel.blas_controller() else 1)

@@ -10,7 +10,7 @@ import pytest
 from convnet import fast
 from convnet.fast import _backend, batchnorm
 
-KERNELS = {"_im2col": ("im2col_into", "col2im_into", "bias_transpose"),
+KERNELS = {"_im2col": ("im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes"),
            "_pool": ("maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward"),
            "_winograd": ("winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint")}
 BN_KERNELS = ("bn_stats", "bn_affine", "bn_grad_sums", "bn_dx")
@@ -73,6 +73,7 @@ def _every_layer(dtype):
     b = rng.standard_normal(16).astype(dtype)
     results = []
     for algo, cp in (("im2col", {"stride": 2, "pad": 1}), ("im2col", {"stride": 1, "pad": 2}),
+                     ("im2row", {"stride": 2, "pad": 1}), ("im2row", {"stride": 1, "pad": 2}),
                      ("winograd2", {"stride": 1, "pad": 1}), ("winograd4", {"stride": 1, "pad": 0})):
         with fast.config(conv_algorithm=algo):
             out, cache = fast.FastConv.forward(x, w, b, cp)
