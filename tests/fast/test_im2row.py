@@ -1,6 +1,8 @@
 """im2row (convnet/fast/conv_im2row.py, its kernels in _im2col.pyx and _numpy.py): kernels, layer, choice."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import convnet.fast as fast
 from convnet import _checks
@@ -115,6 +117,29 @@ def test_im2row_layer_matches_torch(case, dtype, conv_inputs, tol, torch):
                             (dw, tw.grad, dout.size), (db, tb.grad, dout.size)):
         assert got.dtype == dtype and got.shape == tuple(ref.shape)
         np.testing.assert_allclose(got, ref.detach().numpy(), **tol(dtype, np.sqrt(terms)))
+
+
+@st.composite
+def layers(draw):
+    """(N, C, H, W, F, HH, WW, stride, pad) with the kernel inside the padded input."""
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 5))
+    H, W, p = draw(st.integers(1, 12)), draw(st.integers(1, 12)), draw(st.integers(0, 3))
+    HH, WW = draw(st.integers(1, min(H + 2 * p, 6))), draw(st.integers(1, min(W + 2 * p, 6)))
+    return N, C, H, W, F, HH, WW, draw(st.integers(1, 4)), p
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=layers(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_im2row_layer_matches_the_naive_layer_sweep(case, dtype, seed, conv_inputs, exact_conv, tol):
+    x, w, b, cp = conv_inputs(case, dtype, seed)
+    with fast.config(conv_algorithm="im2row"):
+        out, cache = FastConv.forward(x, w, b, cp)
+        dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
+        got = (out, *FastConv.backward(dout, cache))
+    for name, a, r, terms in zip(("out", "dx", "dw", "db"), got, exact_conv(x, w, b, cp, dout),
+                                 (w[0].size, w.shape[0] * w.shape[2] * w.shape[3], dout.size, dout.size)):
+        assert a.dtype == dtype and a.shape == r.shape, name
+        np.testing.assert_allclose(a, r, err_msg=name, **tol(dtype, np.sqrt(terms)))
 
 
 @pytest.mark.parametrize("case", CASES[:3] + CASES[-1:], ids=IDS[:3] + IDS[-1:])
