@@ -27,7 +27,7 @@ from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
 from convnet.fast.inputs import is_network_input
 
 __all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE",
-           "WINOGRAD_MIN_PIXELS", "prefers_im2row"]
+           "WINOGRAD_MIN_PIXELS", "IM2ROW_MAX_WIDTH", "IM2ROW_MIN_PIXELS", "prefers_im2row"]
 
 # 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
@@ -37,17 +37,23 @@ WINOGRAD4_MIN_SIZE = 16
 # 'auto' takes Winograd from this many output pixels per call (N * H_out * W_out): below, the three filter
 # transforms of a step and the short batched GEMMs cost more than the multiplications saved (one 14x14 image).
 WINOGRAD_MIN_PIXELS = 256
+# 'auto' takes im2row (prefers_im2row) on output rows narrower than this and calls of this many output pixels:
+# wider rows make im2col's copies efficient, fewer pixels make the (pixels, K) GEMM short (benchmarks/README.md).
+IM2ROW_MAX_WIDTH = 16
+IM2ROW_MIN_PIXELS = 1024
 
 
 def prefers_im2row(g: _checks.ConvGeometry, itemsize: int) -> bool:
-    """Whether ``'auto'`` takes im2row over im2col: float32, more than one image, and kernel rows
-    (``WW*C`` contiguous elements, channels last) at least as long as the input span of an output row
-    (``W_out*stride``, what im2col copies or gathers per row).
+    """Whether ``'auto'`` takes im2row over im2col: in float32, for short output rows (``W_out`` under
+    :data:`IM2ROW_MAX_WIDTH`, im2col's copies) in calls of at least :data:`IM2ROW_MIN_PIXELS` output
+    pixels (the GEMM's rows), where a kernel row (``WW*C`` contiguous elements, channels last) is at
+    least as long as an output row's input span (``W_out*stride``).
 
-    Measured (benchmarks/README.md: im2row): 5-27 % faster on such float32 layers in batches, 2-5 %
-    slower in float64 and on one image; im2col wins wherever rows are long and channels few.
+    Measured (benchmarks/README.md: im2row): 5-27 % faster on such layers; 0-14 % slower in
+    float64, on 16-wide outputs, on a few images, and with few channels.
     """
-    return itemsize == 4 and g.N > 1 and g.WW * g.C >= g.W_out * g.stride
+    return (itemsize == 4 and g.W_out < IM2ROW_MAX_WIDTH and g.N * g.H_out * g.W_out >= IM2ROW_MIN_PIXELS
+            and g.WW * g.C >= g.W_out * g.stride)
 
 
 def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import convnet.fast as fast
 from convnet import _checks
 from convnet.fast import FastConv, _backend, _numpy, network_input
-from convnet.fast.conv import choose
+from convnet.fast.conv import IM2ROW_MAX_WIDTH, IM2ROW_MIN_PIXELS, choose
 from convnet.fast.conv_im2col import IM2COL
 from convnet.fast.conv_im2row import IM2ROW
 
@@ -193,25 +193,27 @@ def test_im2row_chunks_parts_and_a_network_input(dtype, conv_inputs, tol):
 
 
 @pytest.mark.parametrize("case, expect", [
-    ((32, 32, 16, 16, 64, 3, 3, 2, 1), True),    # ResNet-20's second downsampling layer: 3*32 >= 8*2
-    ((2, 16, 32, 32, 32, 3, 3, 2, 1), True),     # the first: 3*16 >= 16*2, on two images
-    ((1, 32, 16, 16, 64, 3, 3, 2, 1), False),    # one image
+    ((32, 32, 16, 16, 64, 3, 3, 2, 1), True),    # ResNet-20's second downsampling layer: 3*32 >= 8*2, 2048 pixels
+    ((16, 32, 16, 16, 64, 3, 3, 2, 1), True),    # 1024 pixels
+    ((15, 32, 16, 16, 64, 3, 3, 2, 1), False),   # 960
+    ((32, 32, 32, 32, 64, 3, 3, 2, 1), False),   # C3: 16-wide output rows
+    ((32, 16, 32, 32, 32, 3, 3, 2, 1), False),   # the first downsampling layer: 16-wide too
     ((32, 6, 14, 14, 16, 5, 5, 1, 0), True),     # LeNet's second 5x5: 5*6 >= 10
-    ((32, 3, 32, 32, 16, 3, 3, 1, 1), False),    # three input channels: 3*3 < 32
-    ((32, 3, 32, 32, 6, 5, 5, 1, 0), False),     # LeNet's first: 5*3 < 28
-    ((8, 3, 9, 9, 4, 3, 3, 1, 1), True),         # 3*3 >= 9
-    ((8, 3, 10, 10, 4, 3, 3, 1, 1), False),      # 3*3 < 10
-    ((32, 64, 16, 16, 64, 3, 3, 1, 1), False),   # Winograd
+    ((32, 3, 32, 32, 6, 5, 5, 1, 0), False),     # LeNet's first: 28-wide
+    ((64, 3, 9, 9, 4, 3, 3, 1, 1), True),        # 3*3 >= 9
+    ((64, 3, 10, 10, 4, 3, 3, 1, 1), False),     # 3*3 < 10
+    ((32, 64, 12, 12, 64, 3, 3, 1, 1), False),   # Winograd
     ((32, 64, 16, 16, 64, 1, 1, 2, 0), False),   # a 1x1 shortcut: the pointwise GEMMs
 ])
-def test_auto_picks_im2row_in_float32_where_kernel_rows_outrun_output_rows(case, expect, conv_inputs,
-                                                                           have_cython):
+def test_auto_picks_im2row_in_float32_where_kernel_rows_outrun_short_output_rows(case, expect, conv_inputs,
+                                                                                 have_cython):
     g = _checks.conv_args(*conv_inputs(case, np.float32, 0))
     assert (choose(g, "auto", have_cython=True, itemsize=4) is IM2ROW) is expect
     assert choose(g, "auto", have_cython=True, itemsize=8) is not IM2ROW  # float64: im2col's copies are cheaper
     assert choose(g, "auto", have_cython=False, itemsize=4) is not IM2ROW  # the numpy kernels' copies do not pay
     assert (choose(g, "auto", itemsize=4) is IM2ROW) is (expect and have_cython)
     assert choose(g, "im2row") is IM2ROW and choose(g, "im2col") is IM2COL
+    assert (IM2ROW_MAX_WIDTH, IM2ROW_MIN_PIXELS) == (16, 1024)
 
 
 def test_a_layer_runs_the_algorithm_its_dtype_prefers(conv_inputs, have_cython, monkeypatch):
@@ -220,5 +222,5 @@ def test_a_layer_runs_the_algorithm_its_dtype_prefers(conv_inputs, have_cython, 
     monkeypatch.setattr(IM2ROW, "forward", lambda *a: ran.append("im2row"))
     monkeypatch.setattr(IM2COL, "forward", lambda *a: ran.append("im2col"))
     for dtype in (np.float32, np.float64):
-        FastConv.forward(*conv_inputs((4, 32, 16, 16, 8, 3, 3, 2, 1), dtype, 0))
+        FastConv.forward(*conv_inputs((16, 32, 16, 16, 8, 3, 3, 2, 1), dtype, 0))
     assert ran == (["im2row", "im2col"] if have_cython else ["im2col", "im2col"])
