@@ -15,7 +15,8 @@ DTYPES = [np.float32, np.float64]
 # (algorithm, case): each algorithm's buffers; case (N, C, H, W, F, HH, WW, stride, pad).
 LAYERS = [("im2col", (4, 3, 9, 8, 5, 5, 5, 1, 1)), ("im2col", (3, 4, 9, 9, 6, 3, 3, 2, 1)),
           ("winograd2", (3, 5, 8, 9, 4, 3, 3, 1, 1)), ("winograd4", (2, 4, 12, 10, 5, 3, 3, 1, 0)),
-          ("pointwise", (3, 6, 9, 7, 4, 1, 1, 2, 0))]
+          ("pointwise", (3, 6, 9, 7, 4, 1, 1, 2, 0)), ("im2row", (3, 4, 9, 9, 6, 3, 3, 2, 1)),
+          ("im2row", (4, 3, 9, 8, 5, 5, 5, 1, 1))]
 
 
 def _kept():
