@@ -159,7 +159,6 @@ def bias_transpose(const floating[:, :, ::1] res, const floating[::1] b, floatin
                     dst[p] = src[p] + bf
 
 
-
 # ---- im2row: the transposed layout, rows[n, i*W_out + j, (kh*WW + kw)*C + c] = xpad[n, c, i*stride + kh, j*stride + kw].
 # One image at a time through a channels-last copy xt (H*W*C elements, the caller's scratch): the taps kw of one
 # kh are then one contiguous run of C*(taps in range) elements, whatever the stride.

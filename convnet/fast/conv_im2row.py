@@ -11,7 +11,7 @@ row gradient in two GEMMs, and row2im adds the row gradient back (channels
 last, then transposed to NCHW). Chunks are sized as im2col's
 (:func:`~convnet.fast.conv_im2col.chunk_size`).
 
-``'auto'`` takes it where :func:`~convnet.fast.conv.prefers_im2row` (benchmarks/README.md: im2row).
+``'auto'`` takes it where :func:`~convnet.fast.conv.prefers_im2row` (measurements in benchmarks/README.md).
 """
 from __future__ import annotations
 
