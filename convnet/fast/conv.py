@@ -49,7 +49,7 @@ def prefers_im2row(g: _checks.ConvGeometry, itemsize: int) -> bool:
     pixels (the GEMM's rows), where a kernel row (``WW*C`` contiguous elements, channels last) is at
     least as long as an output row's input span (``W_out*stride``).
 
-    Measured (benchmarks/README.md, the constants table): 5-27 % faster on such layers; slower in
+    Measured (benchmarks/README.md, the constants table): 2-29 % faster on such layers; slower in
     float64 (0-5 %), on 16-wide outputs and on a few images (7-14 %), and with few channels (up to 2x).
     """
     return (itemsize == 4 and g.W_out < IM2ROW_MAX_WIDTH and g.N * g.H_out * g.W_out >= IM2ROW_MIN_PIXELS
