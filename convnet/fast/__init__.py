@@ -52,12 +52,16 @@ CPU_VARIANT : str or None
     Which build of the compiled kernels runs: 'baseline', 'x86-64-v3' (AVX2,
     FMA) or 'x86-64-v4' (AVX-512), chosen at import from the CPU's features
     (``CONVNET_CPU_VARIANT`` overrides); None on the numpy fallback.
+GEMM_IN_KERNELS : bool
+    True when the compiled kernels can call numpy's BLAS themselves (an
+    OpenBLAS): the im2col and im2row convolutions then run each batch part
+    in one call without the GIL (the ``gemm_in_kernels`` setting).
 CONV_ALGORITHMS : tuple of str
     The values :func:`set_conv_algorithm` accepts.
 """
 import importlib.util
 
-from convnet.fast._backend import CPU_VARIANT, HAVE_CYTHON
+from convnet.fast._backend import CPU_VARIANT, GEMM_IN_KERNELS, HAVE_CYTHON
 from convnet.fast._config import (CONV_ALGORITHMS, config, get_column_budget, get_config, get_conv_algorithm,
                                   get_num_threads, set_column_budget, set_conv_algorithm, set_num_threads)
 from convnet.fast.conv import FastConv
@@ -67,7 +71,7 @@ from convnet.fast.pool import FastAvgPool, FastMaxPool
 from convnet.fast.workspace import release as release_workspaces
 
 __all__ = [
-    "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON", "CPU_VARIANT",
+    "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON", "CPU_VARIANT", "GEMM_IN_KERNELS",
     "config", "get_config",
     "set_num_threads", "get_num_threads", "set_column_budget", "get_column_budget",
     "set_conv_algorithm", "get_conv_algorithm", "CONV_ALGORITHMS",

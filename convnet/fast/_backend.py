@@ -23,6 +23,11 @@ layers never ask which one runs:
 ``winograd_filter_adjoint``   (dU, dw, G, lo, hi)
 ============================  ==================================================
 
+With the compiled kernels, :data:`conv_part` is the ``_conv_part`` module (a
+batch part of the im2col and im2row convolutions in one GIL-free call) when
+:data:`GEMM_IN_KERNELS`: numpy's BLAS is an OpenBLAS whose GEMMs it can call
+(:mod:`convnet.fast._cblas`); else None, and the GEMMs go through numpy.
+
 The compiled kernels never validate: their callers in :mod:`convnet.fast`
 check every argument with :mod:`convnet._checks` first.
 
@@ -40,7 +45,8 @@ import os
 
 from convnet.fast._config import PUREPYTHON, REQUIRE_CYTHON
 
-__all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "VARIANTS", "cpu_supports", "kernel_module",
+__all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "GEMM_IN_KERNELS", "GEMM_ILP64", "conv_part", "VARIANTS",
+           "cpu_supports", "kernel_module",
            "im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes",
            "maxpool_forward",
            "maxpool_backward", "avgpool_forward", "avgpool_backward", "winograd_input", "winograd_input_adjoint",
@@ -120,10 +126,22 @@ if not PUREPYTHON:
         winograd_input, winograd_input_adjoint = _winograd.winograd_input, _winograd.winograd_input_adjoint
         winograd_output, winograd_output_adjoint = _winograd.winograd_output, _winograd.winograd_output_adjoint
         winograd_filter, winograd_filter_adjoint = _winograd.winograd_filter, _winograd.winograd_filter_adjoint
+        _conv_part = kernel_module("_conv_part")
     except ImportError as exc:  # the extension was not built (or failed to load)
         IMPORT_ERROR = exc
 
 HAVE_CYTHON = not PUREPYTHON and IMPORT_ERROR is None
+
+conv_part = None
+if HAVE_CYTHON:
+    from convnet.fast._cblas import find_gemm
+
+    _gemm = find_gemm()
+    if _gemm is not None:
+        _conv_part.set_gemm(*_gemm)
+        conv_part = _conv_part
+GEMM_IN_KERNELS = conv_part is not None
+GEMM_ILP64 = GEMM_IN_KERNELS and _gemm[2]
 
 if not HAVE_CYTHON:
     CPU_VARIANT = None

@@ -120,6 +120,11 @@ class Settings:
     workspace_limit : int >= 0
         Bytes of scratch buffers the convolution may keep between calls
         (:mod:`convnet.fast.workspace`); 0 keeps none.
+    gemm_in_kernels : bool
+        Whether the im2col and im2row convolutions run each batch part in one
+        compiled call that does its GEMMs itself, without the GIL (where
+        ``convnet.fast._backend.GEMM_IN_KERNELS``: numpy's BLAS is an OpenBLAS
+        the kernels can call); False: the GEMMs go through numpy.
     """
 
     num_threads: int = DEFAULT_THREADS
@@ -133,6 +138,7 @@ class Settings:
     per_image_gemm_max_k: int = PER_IMAGE_GEMM_MAX_K
     min_part_images: int = MIN_PART_IMAGES
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
+    gemm_in_kernels: bool = True
 
 
 def _threads(label, value) -> int:
@@ -174,6 +180,7 @@ _VALIDATORS = {
     "per_image_gemm_max_k": _at_least(0),
     "min_part_images": _at_least(1),
     "workspace_limit": _at_least(0),
+    "gemm_in_kernels": _boolean,
 }
 
 
@@ -226,9 +233,9 @@ def config(**changes):
         Any fields of :class:`Settings`: ``num_threads`` (0 or None: the
         default), ``column_budget``, ``conv_algorithm``, and the tuning
         settings ``conv_kernel_threads``, ``parallel_min_work``,
-        ``split_batch``, ``split_min_work``, ``per_image_gemm_max_k``, ``min_part_images``, and
-        ``workspace_limit`` (bytes of scratch kept between calls; see
-        :func:`convnet.fast.release_workspaces`).
+        ``split_batch``, ``split_min_work``, ``blas_threads_min_work``, ``per_image_gemm_max_k``,
+        ``min_part_images``, ``gemm_in_kernels``, and ``workspace_limit`` (bytes of scratch kept
+        between calls; see :func:`convnet.fast.release_workspaces`).
 
     Yields
     ------

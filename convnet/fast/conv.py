@@ -193,7 +193,7 @@ class FastConv:
 
         def part(lo, hi):
             # Each part sums its own images' dout for db: less serial work on the calling thread.
-            return [algo.backward(x, operand, dout, dx, g, lo, hi, share, s), dout[lo:hi].sum(axis=(0, 2, 3))]
+            return list(algo.backward(x, operand, dout, dx, g, lo, hi, share, s))
 
         def fold(acc, r):
             acc[0] += r[0]
@@ -205,4 +205,4 @@ class FastConv:
             # Folded in part order: the same sums whichever thread ran which part.
             dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=False)
             dw = algo.filter_gradient(dw, w.shape, s)
-        return dx, dw, db
+        return dx, dw, db.astype(x.dtype)

@@ -8,6 +8,11 @@ GEMMs (for thin layers, ``C*HH*WW <= per_image_gemm_max_k``, per-image GEMMs
 that read dout as it lies) and col2im turns the column gradient into dx.
 Chunks hold at most :data:`CHUNK_TARGET` bytes of columns and never more than
 the column budget, so extra memory does not grow with N.
+
+Where :func:`compiled_part` holds, a batch part's whole pipeline (the kernels
+and its GEMMs, through numpy's OpenBLAS) runs in one compiled call that does
+not hold the GIL (``convnet/_fast/_conv_part.pyx``); otherwise each step is a
+numpy call, and two threads' parts wait for the GIL between their steps.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import numpy as np
 from convnet import _checks
 from convnet.fast import _backend, _config, workspace
 
-__all__ = ["im2col", "col2im", "chunk_size", "Im2col", "IM2COL", "CHUNK_TARGET"]
+__all__ = ["im2col", "col2im", "chunk_size", "compiled_part", "bias_gradient", "Im2col", "IM2COL", "CHUNK_TARGET"]
 
 # Columns up to this size are still in cache when the GEMM reads them (benchmarks/README.md: chunk sizes).
 CHUNK_TARGET = 2 * 2**20
@@ -33,6 +38,19 @@ def chunk_size(g: _checks.ConvGeometry, itemsize: int, budget: int, buffers: int
     per_image = g.C * g.HH * g.WW * g.H_out * g.W_out * itemsize
     limit = min(budget // buffers, CHUNK_TARGET)
     return int(max(1, min(g.N, limit // per_image)))
+
+
+def compiled_part(g: _checks.ConvGeometry, s, nb: int) -> bool:
+    """Whether a part in chunks of ``nb`` images runs as one compiled call (the ``gemm_in_kernels`` setting,
+    numpy's OpenBLAS found, and, for a BLAS of 32-bit integers, every GEMM dimension below 2**31)."""
+    if not (s.gemm_in_kernels and _backend.GEMM_IN_KERNELS):
+        return False
+    return _backend.GEMM_ILP64 or max(g.F, g.C * g.HH * g.WW, nb * g.H_out * g.W_out) < 2**31
+
+
+def bias_gradient(dout, lo: int, hi: int) -> np.ndarray:
+    """db's share of images lo:hi, (F,) float64: dout (N, F, H_out, W_out) summed over all but F."""
+    return dout[lo:hi].sum(axis=(0, 2, 3), dtype=np.float64)
 
 
 def _geometry(x, kernel_height, kernel_width, stride, pad):
@@ -134,6 +152,10 @@ class Im2col:
         out = out.reshape(g.N, g.F, P)
         nb = min(chunk_size(g, x.itemsize, s.column_budget, buffers=share), hi - lo)
         buf = workspace.empty("im2col.cols", (K * nb * P,), x.dtype)
+        if compiled_part(g, s, nb):
+            res = workspace.empty("im2col.res", (g.F * nb * P,), x.dtype)
+            _backend.conv_part.im2col_forward(x, wmat, b, out, buf, res, lo, hi, nb, g.HH, g.WW, g.stride, g.pad)
+            return
         for n0 in range(lo, hi, nb):  # a loop over chunks of the batch, not elements
             m = min(nb, hi - n0)
             cols = buf[:K * m * P].reshape(K, m * P)
@@ -143,14 +165,17 @@ class Im2col:
             _backend.bias_transpose(res.reshape(g.F, m, P), b, out[n0:n0 + m])
 
     def backward(self, x, wmat, dout, dx, g, lo, hi, share, s):
-        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, C*HH*WW)."""
+        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, C*HH*WW),
+        and of db, (F,) float64."""
         K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
         d3 = dout.reshape(g.N, g.F, P)
-        dw = np.zeros((g.F, K), dtype=x.dtype)
-        dwT = dw.T  # a long GEMM runs faster producing dw^T
         nb = min(chunk_size(g, x.itemsize, s.column_budget, buffers=2 * share), hi - lo)
         buf = workspace.empty("im2col.cols", (K * nb * P,), x.dtype)
         dbuf = workspace.empty("im2col.dcols", (K * nb * P,), x.dtype) if dx is not None else None
+        if compiled_part(g, s, nb):
+            return self._compiled_backward(x, wmat, d3, dx, g, lo, hi, nb, buf, dbuf, s)
+        dw = np.zeros((g.F, K), dtype=x.dtype)
+        dwT = dw.T  # a long GEMM runs faster producing dw^T
         for n0 in range(lo, hi, nb):
             m = min(nb, hi - n0)
             cols = buf[:K * m * P].reshape(K, m * P)
@@ -178,7 +203,20 @@ class Im2col:
             # dx is overwritten: the kernel zeroes each plane just before accumulating into it.
             _backend.col2im_into(dcols.reshape(K, m, P), dx[n0:n0 + m], g.HH, g.WW, g.stride, g.pad,
                                  s.conv_kernel_threads)
-        return dw
+        return dw, bias_gradient(dout, lo, hi)
+
+    @staticmethod
+    def _compiled_backward(x, wmat, d3, dx, g, lo, hi, nb, buf, dbuf, s):
+        # backward's choices (per-image GEMMs, dw's orientation) made once for the part's chunk length.
+        K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
+        per_image = K <= s.per_image_gemm_max_k
+        transposed = not per_image and nb * P >= DW_DIRECT_MAX_COLUMNS
+        dw = np.empty((K, g.F) if transposed else (g.F, K), dtype=x.dtype)
+        db = np.empty(g.F, dtype=np.float64)
+        dmat = buf if per_image else workspace.empty("im2col.dmat", (g.F * nb * P,), x.dtype)
+        _backend.conv_part.im2col_backward(x, wmat, d3, dx, dw, db, buf, buf if dbuf is None else dbuf, dmat,
+                                           lo, hi, nb, g.HH, g.WW, g.stride, g.pad, per_image, transposed)
+        return (dw.T if transposed else dw), db
 
 
 IM2COL = Im2col()

@@ -9,7 +9,8 @@ the stride). One GEMM multiplies the rows by the filters reordered to
 NCHW with the bias. Backward transposes dout the other way, takes dw and the
 row gradient in two GEMMs, and row2im adds the row gradient back (channels
 last, then transposed to NCHW). Chunks are sized as im2col's
-(:func:`~convnet.fast.conv_im2col.chunk_size`).
+(:func:`~convnet.fast.conv_im2col.chunk_size`), and a part runs as one
+compiled call where :func:`~convnet.fast.conv_im2col.compiled_part` holds.
 
 ``'auto'`` takes it where :func:`~convnet.fast.conv.prefers_im2row` (measurements in benchmarks/README.md).
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 from convnet import _checks
 from convnet.fast import _backend, workspace
-from convnet.fast.conv_im2col import chunk_size
+from convnet.fast.conv_im2col import bias_gradient, chunk_size, compiled_part
 
 __all__ = ["Im2row", "IM2ROW"]
 
@@ -55,6 +56,10 @@ class Im2row:
         nb = min(chunk_size(g, x.itemsize, s.column_budget, buffers=share), hi - lo)
         buf = workspace.empty("im2row.rows", (nb * P * K,), x.dtype)
         xt = workspace.empty("im2row.image", (g.C * g.H * g.W,), x.dtype)
+        if compiled_part(g, s, nb):
+            res = workspace.empty("im2row.res", (nb * P * g.F,), x.dtype)
+            _backend.conv_part.im2row_forward(x, wt, b, out, buf, res, xt, lo, hi, nb, g.HH, g.WW, g.stride, g.pad)
+            return
         for n0 in range(lo, hi, nb):  # a loop over chunks of the batch, not elements
             m = min(nb, hi - n0)
             rows = buf[:m * P * K].reshape(m * P, K)
@@ -63,7 +68,8 @@ class Im2row:
             _backend.transpose_planes(res.reshape(m, P, g.F), out[n0:n0 + m], b)
 
     def backward(self, x, wt, dout, dx, g, lo, hi, share, s):
-        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, HH*WW*C)."""
+        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, HH*WW*C),
+        and of db, (F,) float64."""
         K, P = g.C * g.HH * g.WW, g.H_out * g.W_out
         d3 = dout.reshape(g.N, g.F, P)
         dw = np.empty((g.F, K), dtype=x.dtype)
@@ -72,6 +78,11 @@ class Im2row:
         dbuf = workspace.empty("im2row.drows", (nb * P * K,), x.dtype) if dx is not None else None
         tbuf = workspace.empty("im2row.dout", (nb * P * g.F,), x.dtype)
         xt = workspace.empty("im2row.image", (g.C * g.H * g.W,), x.dtype)
+        if compiled_part(g, s, nb):
+            db = np.empty(g.F, dtype=np.float64)
+            _backend.conv_part.im2row_backward(x, wt, d3, dx, dw, db, buf, buf if dbuf is None else dbuf, tbuf, xt,
+                                               lo, hi, nb, g.HH, g.WW, g.stride, g.pad)
+            return dw, db
         for n0 in range(lo, hi, nb):
             m = min(nb, hi - n0)
             rows = buf[:m * P * K].reshape(m * P, K)
@@ -87,7 +98,7 @@ class Im2row:
             drows = dbuf[:m * P * K].reshape(m * P, K)
             np.matmul(dT, wt, out=drows)
             _backend.row2im_into(drows.reshape(m, P, K), dx[n0:n0 + m], xt, g.HH, g.WW, g.stride, g.pad)
-        return dw
+        return dw, bias_gradient(dout, lo, hi)
 
 
 IM2ROW = Im2row()

@@ -15,6 +15,7 @@ import numpy as np
 
 from convnet import _checks
 from convnet.fast import workspace
+from convnet.fast.conv_im2col import bias_gradient
 
 __all__ = ["Pointwise", "POINTWISE"]
 
@@ -69,7 +70,8 @@ class Pointwise:
             o3[n0:n0 + m] += b[:, None]
 
     def backward(self, x, wmat, dout, dx, g, lo, hi, share, s):
-        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, C)."""
+        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, C), and of
+        db, (F,) float64."""
         P = g.H_out * g.W_out
         d3 = dout.reshape(g.N, g.F, P)
         dw = np.zeros((g.F, g.C), dtype=x.dtype)
@@ -89,7 +91,7 @@ class Pointwise:
                 np.matmul(wT, d3[n0:n0 + m], out=xs)  # the strided copy is used up: its buffer takes dx's values
                 dx[n0:n0 + m] = 0
                 dx[n0:n0 + m, :, :st * g.H_out:st, :st * g.W_out:st] = xs.reshape(m, g.C, g.H_out, g.W_out)
-        return dw
+        return dw, bias_gradient(dout, lo, hi)
 
 
 POINTWISE = Pointwise()

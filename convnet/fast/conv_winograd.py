@@ -15,6 +15,7 @@ import numpy as np
 
 from convnet import _checks
 from convnet.fast import _backend, parallel, workspace
+from convnet.fast.conv_im2col import bias_gradient
 from convnet.fast.winograd import F2, F4
 
 __all__ = ["Winograd", "WINOGRAD2", "WINOGRAD4", "CHUNK_TARGET"]
@@ -124,7 +125,8 @@ class Winograd:
             _backend.winograd_output(M, b, out[n0:n0 + m], tH, tW, nt, m_tile)
 
     def backward(self, x, Ut, dout, dx, g, lo, hi, share, s):
-        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of ``dU`` (nk, F, C).
+        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of ``dU`` (nk, F, C)
+        and of db, (F,) float64.
 
         Per chunk: dM = A dY A^T and the input tiles V; dU += dM V^T;
         dV = U^T dM, whose input adjoint is dx. (Keeping several chunks' tiles
@@ -147,7 +149,7 @@ class Winograd:
                 continue
             np.matmul(Ut, dM, out=V)  # the tiles are used up: their memory takes their gradient
             _backend.winograd_input_adjoint(V, dx[n0:n0 + m], g.pad, tH, tW, nt, m_tile)
-        return dU
+        return dU, bias_gradient(dout, lo, hi)
 
 
 WINOGRAD2 = Winograd(F2)

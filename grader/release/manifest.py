@@ -51,6 +51,7 @@ VISIBLE_TESTS = [
     "tests/fast/test_caches.py",
     "tests/fast/test_config.py",
     "tests/fast/test_conv.py",
+    "tests/fast/test_conv_part.py",
     "tests/fast/test_fuzz.py",
     "tests/fast/test_im2col.py",
     "tests/fast/test_im2row.py",

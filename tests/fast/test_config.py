@@ -121,6 +121,7 @@ def test_config_num_threads_zero_or_none_is_the_default():
     ({"min_part_images": 0}, ValueError, "config: min_part_images must be >= 1, got 0"),
     ({"min_part_images": 2.0}, TypeError, "config: min_part_images must be an integer"),
     ({"workspace_limit": -1}, ValueError, "config: workspace_limit must be >= 0, got -1"),
+    ({"gemm_in_kernels": "yes"}, TypeError, "config: gemm_in_kernels must be True or False, got str 'yes'"),
 ])
 def test_config_rejects_bad_settings_and_changes_nothing(changes, exc, match):
     before = fast.get_config()

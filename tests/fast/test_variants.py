@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from convnet import fast
-from convnet.fast import _backend, batchnorm
+from convnet.fast import _backend, _cblas, batchnorm
 
 KERNELS = {"_im2col": ("im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes"),
            "_pool": ("maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward"),
@@ -18,7 +18,7 @@ BN_KERNELS = ("bn_stats", "bn_affine", "bn_grad_sums", "bn_dx")
 
 def _built(variant):
     suffix = _backend.VARIANTS[variant][0]
-    return all(importlib.util.find_spec(f"convnet._fast.{m}{suffix}") for m in (*KERNELS, "_batchnorm"))
+    return all(importlib.util.find_spec(f"convnet._fast.{m}{suffix}") for m in (*KERNELS, "_batchnorm", "_conv_part"))
 
 
 RUNNABLE = [v for v in _backend.VARIANTS if v != "baseline" and _built(v) and _backend.cpu_supports(v)]
@@ -63,6 +63,10 @@ def _use(monkeypatch, variant):
     mod = _backend.kernel_module("_batchnorm", variant)
     for name in BN_KERNELS:
         monkeypatch.setattr(batchnorm, name, getattr(mod, name))
+    if _backend.GEMM_IN_KERNELS:  # the batch parts that call numpy's BLAS themselves
+        mod = _backend.kernel_module("_conv_part", variant)
+        mod.set_gemm(*_cblas.find_gemm())
+        monkeypatch.setattr(_backend, "conv_part", mod)
 
 
 def _every_layer(dtype):

@@ -1,0 +1,189 @@
+"""A batch part in one compiled call (convnet/_fast/_conv_part.pyx, convnet/fast/_cblas.py): numpy's OpenBLAS
+found, the same results as the numpy path, and no GIL held while a part runs."""
+import ctypes.util
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import convnet.fast as fast
+from convnet.fast import FastConv, _backend, _cblas, conv_im2col, network_input
+from convnet.fast.conv_im2col import compiled_part
+
+DTYPES = [np.float32, np.float64]
+# Agreement of the compiled part with numpy's path: the same GEMMs, summed in another order where dw and db
+# add chunks, images or parts; relative to the array's scale.
+REL = {np.float32: 2e-6, np.float64: 1e-14}
+
+
+def _numpy_blas():
+    """numpy's build record of its BLAS: {'name': ..., 'openblas configuration': ...}, or {}."""
+    try:
+        return np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # an older numpy, or a build that does not say
+        return {}
+
+
+@pytest.fixture
+def gemm_in_kernels(compiled):
+    if not _backend.GEMM_IN_KERNELS:
+        pytest.skip(f"numpy's BLAS ({_numpy_blas().get('name', 'unknown')}) is not an OpenBLAS the kernels call")
+    return _backend.conv_part
+
+
+def test_numpy_openblas_is_found(compiled):
+    blas = _numpy_blas()
+    if "openblas" not in str(blas.get("name", "")).lower():
+        pytest.skip(f"numpy's BLAS is {blas.get('name', 'unknown')}, not OpenBLAS")
+    found = _cblas.find_gemm()
+    assert found is not None and _backend.GEMM_IN_KERNELS
+    sgemm, dgemm, ilp64 = found
+    assert sgemm and dgemm and sgemm != dgemm
+    assert ilp64 is ("USE64BITINT" in blas.get("openblas configuration", ""))
+    assert _backend.conv_part.gemm_ready()
+
+
+def test_no_gemm_without_openblas(tmp_path):
+    libc = ctypes.util.find_library("c")
+    if libc is None:
+        pytest.skip("no C library found to search")
+    assert _cblas.find_gemm(libc) is None  # no cblas_sgemm there
+    assert _cblas.find_gemm(str(tmp_path / "missing.so")) is None
+
+
+def test_compiled_part_predicate(monkeypatch):
+    g = SimpleNamespace(F=8, C=4, HH=3, WW=3, H_out=5, W_out=5)
+    on, off = fast._config.Settings(gemm_in_kernels=True), fast._config.Settings(gemm_in_kernels=False)
+    assert not compiled_part(g, off, 4)
+    monkeypatch.setattr(_backend, "GEMM_IN_KERNELS", False)
+    assert not compiled_part(g, on, 4)
+    monkeypatch.setattr(_backend, "GEMM_IN_KERNELS", True)
+    monkeypatch.setattr(_backend, "GEMM_ILP64", False)
+    assert compiled_part(g, on, 4)
+    assert not compiled_part(g, on, 2**31 // 25 + 1)  # a GEMM dimension past a 32-bit BLAS integer
+    monkeypatch.setattr(_backend, "GEMM_ILP64", True)
+    assert compiled_part(g, on, 2**31 // 25 + 1)
+
+
+def _run(x, w, b, cp, dout, settings, as_network_input=False):
+    with fast.config(**settings):
+        if as_network_input:
+            with network_input(x):
+                out, cache = FastConv.forward(x, w, b, cp)
+        else:
+            out, cache = FastConv.forward(x, w, b, cp)
+        return (out, *FastConv.backward(dout, cache))
+
+
+def _assert_scaled(a, r, dtype, what):
+    assert a.dtype == r.dtype == dtype and a.shape == r.shape, what
+    scale = max(1.0, float(np.max(np.abs(r))))
+    assert float(np.max(np.abs(a.astype(np.float64) - r))) <= REL[dtype] * scale, what
+
+
+# (N, C, H, W, F, HH, WW, stride, pad), the settings: per-image GEMMs (C*HH*WW <= 32) and the gathered dout,
+# dw written as it lies (chunks of fewer than 512 columns) and transposed, chunks of one image, parts on threads.
+PART_CASES = [
+    ((6, 3, 9, 8, 5, 3, 3, 1, 1), {}),
+    ((6, 8, 9, 8, 5, 3, 3, 2, 1), {}),
+    ((5, 6, 14, 14, 16, 5, 5, 1, 0), {}),
+    ((5, 6, 14, 14, 16, 5, 5, 1, 0), {"column_budget": 1}),
+    ((9, 16, 10, 10, 8, 3, 2, 2, 1), {"column_budget": 1, "split_min_work": 1, "min_part_images": 2}),
+    ((8, 16, 12, 12, 12, 3, 3, 1, 1), {"split_min_work": 1, "min_part_images": 1, "num_threads": 2}),
+    ((2, 2, 3, 3, 2, 7, 7, 1, 2), {}),
+]
+PART_IDS = ["thin-per-image", "stride2", "lenet-c2", "one-image-chunks", "parts-and-chunks", "threads", "big-kernel"]
+
+
+@pytest.mark.parametrize("case, settings", PART_CASES, ids=PART_IDS)
+@pytest.mark.parametrize("algorithm", ["im2col", "im2row"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_compiled_part_matches_the_numpy_path(case, settings, algorithm, dtype, conv_inputs, gemm_in_kernels):
+    x, w, b, cp = conv_inputs(case, dtype, 3)
+    dout = np.random.default_rng(4).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
+    settings = dict(settings, conv_algorithm=algorithm)
+    ref = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=False))
+    got = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True))
+    for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        _assert_scaled(a, r, dtype, what)
+    # A network's input: no dx, the same dw and db.
+    got_input = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True), as_network_input=True)
+    assert got_input[1] is None
+    for a, r in zip(got_input[2:], got[2:]):
+        np.testing.assert_array_equal(a, r)
+
+
+@pytest.mark.parametrize("dw_direct_max", [0, 10**9])
+def test_both_dw_orientations(dw_direct_max, conv_inputs, monkeypatch, gemm_in_kernels):
+    # dw^T accumulated (long chunks) or dw as it lies (short ones): either way the numpy path's dw.
+    x, w, b, cp = conv_inputs((4, 8, 10, 10, 6, 3, 3, 1, 1), np.float64, 5)
+    dout = np.random.default_rng(6).standard_normal((4, 6, 10, 10))
+    monkeypatch.setattr(conv_im2col, "DW_DIRECT_MAX_COLUMNS", dw_direct_max)
+    ref = _run(x, w, b, cp, dout, {"conv_algorithm": "im2col", "gemm_in_kernels": False})
+    got = _run(x, w, b, cp, dout, {"conv_algorithm": "im2col", "gemm_in_kernels": True})
+    for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        _assert_scaled(a, r, np.float64, what)
+
+
+def test_a_tiny_part_by_hand(gemm_in_kernels):
+    # One 1x3x3 image of ones, a 2x2 filter of ones, bias 1: each output is 4 + 1; dout of ones sends each
+    # input the number of windows covering it, dw = the sum over the 4 windows of 1 = 4, db = 4.
+    x = np.ones((1, 1, 3, 3))
+    w = np.ones((1, 1, 2, 2))
+    b = np.ones(1)
+    for algorithm in ("im2col", "im2row"):
+        out, dx, dw, db = _run(x, w, b, {"stride": 1, "pad": 0}, np.ones((1, 1, 2, 2)),
+                               {"conv_algorithm": algorithm})
+        assert out.tolist() == [[[[5.0, 5.0], [5.0, 5.0]]]]
+        assert dx.tolist() == [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]
+        assert dw.tolist() == [[[[4.0, 4.0], [4.0, 4.0]]]] and db.tolist() == [4.0]
+
+
+@pytest.mark.parametrize("kernel", ["im2col_forward", "im2row_backward"])
+def test_a_part_runs_without_the_gil(kernel, gemm_in_kernels):
+    # While a part runs on another thread, this thread keeps running Python: with the GIL held for the
+    # whole call, no timestamp of this thread could fall inside it.
+    rng = np.random.default_rng(0)
+    N, C, H, F, K = 16, 32, 32, 32, 32 * 9
+    x = rng.standard_normal((N, C, H, H))
+    w = rng.standard_normal((F, K))
+    b = rng.standard_normal(F)
+    P = H * H
+    if kernel == "im2col_forward":
+        out = np.empty((N, F, P))
+        args = (x, w, b, out, np.empty(K * N * P), np.empty(F * N * P), 0, N, N, 3, 3, 1, 1)
+    else:
+        dout = rng.standard_normal((N, F, P))
+        args = (x, w, dout, np.empty_like(x), np.empty((F, K)), np.empty(F), np.empty(N * P * K),
+                np.empty(N * P * K), np.empty(N * P * F), np.empty(C * P), 0, N, N, 3, 3, 1, 1)
+    call = getattr(gemm_in_kernels, kernel)
+    span = []
+    started = threading.Event()
+
+    def part():
+        started.set()
+        t0 = time.perf_counter()
+        call(*args)
+        span.extend((t0, time.perf_counter()))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # a short hand-over time: the part need not be long to tell
+    try:
+        worker = threading.Thread(target=part)
+        worker.start()
+        started.wait()
+        stamps = []
+        while worker.is_alive():
+            stamps.append(time.perf_counter())
+        worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    t0, t1 = span
+    # A call that holds the GIL may still let this thread in near its end (a switch interval before the
+    # worker's last timestamp): only the first half of the part counts.
+    inside = sum(t0 < t < (t0 + t1) / 2 for t in stamps)
+    assert t1 - t0 > 0.004, f"the part took {1e3 * (t1 - t0):.1f} ms, too short to tell"
+    assert inside >= 100, f"{inside} steps of this thread ran in the first half of the {1e3 * (t1 - t0):.1f} ms part"
