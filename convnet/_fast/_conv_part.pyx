@@ -74,8 +74,10 @@ cdef inline void _gemm(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t 
                                 <int>ldc)
 
 
-cdef inline void _add_bias_grad(const floating* dout, double* db, Py_ssize_t m, Py_ssize_t F,
-                                Py_ssize_t P) noexcept nogil:
+# The per-chunk loops are functions of their own, not inline: inside the part functions gcc keeps their loop
+# pointers on the stack (im2row's channels-last copy ran at half speed).
+cdef void _add_bias_grad(const floating* dout, double* db, Py_ssize_t m, Py_ssize_t F,
+                         Py_ssize_t P) noexcept nogil:
     # db[f] += the sum of dout[n, f, :] over the chunk's m images (a double sum: float32 planes are long).
     cdef Py_ssize_t n, f, p
     cdef double acc
@@ -103,8 +105,8 @@ cdef inline Shape _shape(const Py_ssize_t* x, const Py_ssize_t* w, Py_ssize_t HH
     return z
 
 
-cdef inline void _im2col_chunk(const floating* x, floating* cols, Py_ssize_t m, Shape z, Py_ssize_t HH,
-                               Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+cdef void _im2col_chunk(const floating* x, floating* cols, Py_ssize_t m, Shape z, Py_ssize_t HH,
+                        Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
     # cols (K, m, P) of the m images from x on.
     cdef Py_ssize_t k
     for k in range(z.K):
@@ -112,13 +114,48 @@ cdef inline void _im2col_chunk(const floating* x, floating* cols, Py_ssize_t m, 
                    stride, pad, z.H_out, z.W_out)
 
 
-cdef inline void _im2row_chunk(const floating* x, floating* rows, floating* xt, Py_ssize_t m, Shape z,
-                               Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+cdef void _im2row_chunk(const floating* x, floating* rows, floating* xt, Py_ssize_t m, Shape z,
+                        Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
     # rows (m, P, K) of the m images from x on, each through its channels-last copy in xt.
     cdef Py_ssize_t n
     for n in range(m):
         transpose_tiles(x + n * z.C * z.H * z.W, xt, z.C, z.H * z.W, <floating*>NULL)
         im2row_image(xt, rows + n * z.P * z.K, z.C, z.H, z.W, HH, WW, stride, pad, z.H_out, z.W_out)
+
+
+cdef void _transpose_chunk(const floating* src, floating* dst, Py_ssize_t m, Py_ssize_t A, Py_ssize_t B,
+                           const floating* bias) noexcept nogil:
+    # dst[n] (B, A) = src[n] (A, B) transposed (+ bias[q] on row q), for the m planes of a chunk.
+    cdef Py_ssize_t n
+    for n in range(m):
+        transpose_tiles(src + n * A * B, dst + n * A * B, A, B, bias)
+
+
+cdef void _gather_planes(const floating* dout, floating* dmat, Py_ssize_t m, Py_ssize_t F,
+                         Py_ssize_t P) noexcept nogil:
+    # dmat (F, m, P) = dout (m, F, P): the GEMMs' operand with the chunk's images side by side.
+    cdef Py_ssize_t f, n
+    for f in range(F):
+        for n in range(m):
+            memcpy(dmat + (f * m + n) * P, dout + (n * F + f) * P, P * sizeof(floating))
+
+
+cdef void _col2im_chunk(const floating* dcols, floating* dx, Py_ssize_t m, Shape z, Py_ssize_t HH,
+                        Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+    # dx (m, C, H, W) of the chunk = the column gradient (K, m, P) added back.
+    cdef Py_ssize_t nc
+    for nc in range(m * z.C):
+        col2im_plane(dcols, dx + nc * z.H * z.W, m, nc // z.C, nc % z.C, z.H, z.W, HH, WW, stride, pad,
+                     z.H_out, z.W_out)
+
+
+cdef void _row2im_chunk(const floating* drows, floating* dx, floating* xt, Py_ssize_t m, Shape z,
+                        Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
+    # dx (m, C, H, W) of the chunk = the row gradient (m, P, K) added back, channels last in xt, then transposed.
+    cdef Py_ssize_t n
+    for n in range(m):
+        row2im_image(drows + n * z.P * z.K, xt, z.C, z.H, z.W, HH, WW, stride, pad, z.H_out, z.W_out)
+        transpose_tiles(xt, dx + n * z.C * z.H * z.W, z.H * z.W, z.C, <floating*>NULL)
 
 
 def im2col_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[::1] b,
@@ -155,7 +192,7 @@ def im2col_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat,
     """
     cdef Shape z = _shape(x.shape, wmat.shape, HH, WW, stride, pad)
     cdef Py_ssize_t F = z.F, K = z.K, P = z.P, C = z.C
-    cdef Py_ssize_t n0 = lo, m, n, f, nc, L
+    cdef Py_ssize_t n0 = lo, m, n, f, L
     cdef floating beta = 0
     cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
     with nogil:
@@ -173,9 +210,7 @@ def im2col_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat,
                     if dxp != NULL:
                         _gemm(True, False, K, P, F, &wmat[0, 0], K, &dout[n0 + n, 0, 0], P, 0, &dcols[n * P], L)
             else:
-                for f in range(F):
-                    for n in range(m):
-                        memcpy(&dmat[(f * m + n) * P], &dout[n0 + n, f, 0], P * sizeof(floating))
+                _gather_planes(&dout[n0, 0, 0], &dmat[0], m, F, P)
                 if dw_transposed:
                     _gemm(False, True, K, F, L, &cols[0], L, &dmat[0], L, beta, &dw[0, 0], F)
                 else:
@@ -184,9 +219,7 @@ def im2col_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat,
                 if dxp != NULL:
                     _gemm(True, False, K, L, F, &wmat[0, 0], K, &dmat[0], L, 0, &dcols[0], L)
             if dxp != NULL:
-                for nc in range(m * C):
-                    col2im_plane(&dcols[0], dxp + (n0 * C + nc) * z.H * z.W, m, nc // C, nc % C,
-                                 z.H, z.W, HH, WW, stride, pad, z.H_out, z.W_out)
+                _col2im_chunk(&dcols[0], dxp + n0 * C * z.H * z.W, m, z, HH, WW, stride, pad)
             n0 += m
 
 
@@ -199,14 +232,13 @@ def im2row_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, co
     rows and res hold nb*P*K and nb*P*F elements, xt C*H*W.
     """
     cdef Shape z = _shape(x.shape, wt.shape, HH, WW, stride, pad)
-    cdef Py_ssize_t n0 = lo, m, n
+    cdef Py_ssize_t n0 = lo, m
     with nogil:
         while n0 < hi:
             m = min(nb, hi - n0)
             _im2row_chunk(&x[n0, 0, 0, 0], &rows[0], &xt[0], m, z, HH, WW, stride, pad)
             _gemm(False, True, m * z.P, z.F, z.K, &rows[0], z.K, &wt[0, 0], z.K, 0, &res[0], z.F)
-            for n in range(m):
-                transpose_tiles(&res[n * z.P * z.F], &out[n0 + n, 0, 0], z.P, z.F, &b[0])
+            _transpose_chunk(&res[0], &out[n0, 0, 0], m, z.P, z.F, &b[0])
             n0 += m
 
 
@@ -221,7 +253,7 @@ def im2row_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, c
     """
     cdef Shape z = _shape(x.shape, wt.shape, HH, WW, stride, pad)
     cdef Py_ssize_t F = z.F, K = z.K, P = z.P, CHW = z.C * z.H * z.W
-    cdef Py_ssize_t n0 = lo, m, n, f
+    cdef Py_ssize_t n0 = lo, m, f
     cdef floating beta = 0
     cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
     with nogil:
@@ -230,16 +262,11 @@ def im2row_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, c
         while n0 < hi:
             m = min(nb, hi - n0)
             _im2row_chunk(&x[n0, 0, 0, 0], &rows[0], &xt[0], m, z, HH, WW, stride, pad)
-            for n in range(m):
-                transpose_tiles(&dout[n0 + n, 0, 0], &dT[n * P * F], F, P, <floating*>NULL)
+            _transpose_chunk(&dout[n0, 0, 0], &dT[0], m, F, P, <floating*>NULL)
             _add_bias_grad(&dout[n0, 0, 0], &db[0], m, F, P)
             _gemm(True, False, F, K, m * P, &dT[0], F, &rows[0], K, beta, &dw[0, 0], K)
             beta = 1
-            if dxp == NULL:
-                n0 += m
-                continue
-            _gemm(False, False, m * P, K, F, &dT[0], F, &wt[0, 0], K, 0, &drows[0], K)
-            for n in range(m):
-                row2im_image(&drows[n * P * K], &xt[0], z.C, z.H, z.W, HH, WW, stride, pad, z.H_out, z.W_out)
-                transpose_tiles(&xt[0], dxp + (n0 + n) * CHW, z.H * z.W, z.C, <floating*>NULL)
+            if dxp != NULL:
+                _gemm(False, False, m * P, K, F, &dT[0], F, &wt[0, 0], K, 0, &drows[0], K)
+                _row2im_chunk(&drows[0], dxp + n0 * CHW, &xt[0], m, z, HH, WW, stride, pad)
             n0 += m
