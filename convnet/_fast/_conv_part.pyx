@@ -13,9 +13,18 @@ Layouts as in ``_im2col.pyx``. ``dout`` and ``out`` are (N, F, P) with
 elements each function's docstring names. Nothing here validates: the callers
 in :mod:`convnet.fast` check every argument, size the scratch, and call only
 after :func:`set_gemm` succeeded.
+
+With ``split`` a call's GEMMs are cut into blocks of rows that this thread
+and one worker thread claim (the worker from the end). The worker writes its
+blocks to a buffer of its own and this thread copies them in, so it never
+waits for a worker the machine has descheduled: it takes back a block that
+stays unfinished for longer than one of its own took, and returns. Until the
+worker has let go of a job, the pool keeps the job's arrays alive and lends
+itself to no other call.
 """
 from cython cimport floating
 from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport realloc
 from libc.string cimport memcpy
 
 from convnet._fast._lowering cimport (bias_transpose_chunk, col2im_plane, im2col_row, im2row_image,
@@ -72,6 +81,347 @@ cdef inline void _gemm(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t 
         else:
             (<dgemm32_t>_dgemm)(ROW_MAJOR, a, b, <int>M, <int>N, <int>K, 1, A, <int>lda, B, <int>ldb, beta, C,
                                 <int>ldc)
+
+
+cdef extern from *:
+    """
+    #include <time.h>
+    #if defined(_WIN32)
+    #define CP_THREADS 0
+    typedef int cp_mutex;
+    typedef int cp_cond;
+    static void cp_init(cp_mutex* m, cp_cond* c) { (void)m; (void)c; }
+    static void cp_lock(cp_mutex* m) { (void)m; }
+    static void cp_unlock(cp_mutex* m) { (void)m; }
+    static void cp_wait(cp_cond* c, cp_mutex* m) { (void)c; (void)m; }
+    static void cp_signal(cp_cond* c) { (void)c; }
+    static int cp_load(int* p) { return *p; }
+    static void cp_store(int* p, int v) { *p = v; }
+    static int cp_cas(int* p, int expected, int desired) { if (*p != expected) return 0; *p = desired; return 1; }
+    static void cp_pause(void) {}
+    static double cp_seconds(void) { return 0.0; }
+    static void cp_sleep(double s) { (void)s; }
+    #else
+    #include <pthread.h>
+    #define CP_THREADS 1
+    typedef pthread_mutex_t cp_mutex;
+    typedef pthread_cond_t cp_cond;
+    static void cp_init(cp_mutex* m, cp_cond* c) { pthread_mutex_init(m, NULL); pthread_cond_init(c, NULL); }
+    static void cp_lock(cp_mutex* m) { pthread_mutex_lock(m); }
+    static void cp_unlock(cp_mutex* m) { pthread_mutex_unlock(m); }
+    static void cp_wait(cp_cond* c, cp_mutex* m) { pthread_cond_wait(c, m); }
+    static void cp_signal(cp_cond* c) { pthread_cond_signal(c); }
+    static int cp_load(int* p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+    static void cp_store(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+    static int cp_cas(int* p, int expected, int desired) {
+        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    #if defined(__x86_64__) || defined(__i386__)
+    static void cp_pause(void) { __builtin_ia32_pause(); }
+    #else
+    static void cp_pause(void) {}
+    #endif
+    static double cp_seconds(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+    }
+    static void cp_sleep(double s) {
+        struct timespec t;
+        t.tv_sec = (time_t)s;
+        t.tv_nsec = (long)((s - (double)t.tv_sec) * 1e9);
+        nanosleep(&t, NULL);
+    }
+    #endif
+    """
+    ctypedef struct cp_mutex:
+        pass
+    ctypedef struct cp_cond:
+        pass
+    int CP_THREADS
+    void cp_init(cp_mutex*, cp_cond*) noexcept nogil
+    void cp_lock(cp_mutex*) noexcept nogil
+    void cp_unlock(cp_mutex*) noexcept nogil
+    void cp_wait(cp_cond*, cp_mutex*) noexcept nogil
+    void cp_signal(cp_cond*) noexcept nogil
+    int cp_load(int*) noexcept nogil
+    void cp_store(int*, int) noexcept nogil
+    bint cp_cas(int*, int, int) noexcept nogil
+    void cp_pause() noexcept nogil
+    double cp_seconds() noexcept nogil
+    void cp_sleep(double) noexcept nogil
+
+cdef enum:
+    MAX_TASKS = 2
+    MAX_BLOCKS = 32
+    # Blocks per GEMM, and the fewest rows a block holds (each block packs the right operand again).
+    TASK_BLOCKS = 8
+    MIN_ROWS = 8
+    # A block's states: unclaimed, this thread's, the worker's (running, result in the scratch), taken back.
+    FREE = 0
+    CALLER = 1
+    WORKER = 2
+    READY = 3
+    TAKEN = 4
+
+cdef struct Task:
+    # C (M, N) = op(A) @ op(B) + beta * C, in blocks of `rows` rows from block `first` of the job;
+    # the worker's blocks land in the scratch from element `offset`, as (M, N).
+    bint dbl, ta, tb
+    Py_ssize_t M, N, K, lda, ldb, ldc, rows, first, offset
+    const void* A
+    const void* B
+    void* C
+    double beta
+
+cdef struct Job:
+    Task task[MAX_TASKS]
+    int ntasks, nblocks
+    int task_of[MAX_BLOCKS]
+    int state[MAX_BLOCKS]
+    Py_ssize_t scratch
+
+# The pool: one worker thread, lent to one call at a time (_busy). _posted jobs were handed out, the worker
+# let go of _finished; the worker is idle when the two agree.
+cdef cp_mutex _lock
+cdef cp_cond _wake
+cdef int _posted = 0, _finished = 0, _sleeping = 0, _busy = 0
+cdef long _taken = 0  # blocks this thread took back from the worker
+cdef int _worker = 0  # 0 not started, 1 running, -1 cannot start (no threads: a sandbox, Windows)
+cdef Job _job
+cdef char* _scratch = NULL
+cdef size_t _scratch_bytes = 0
+cdef double _spin = 300e-6  # seconds the worker spins for the next job before it sleeps
+cdef double _stall = 0  # seconds the worker sleeps in each block it claims: a descheduled worker, for tests
+_held = None  # the arrays of the job the worker may still read
+
+
+cdef void _gemm_rows(const Task* t, Py_ssize_t r0, Py_ssize_t r1, void* C, Py_ssize_t ldc,
+                     double beta) noexcept nogil:
+    # Rows r0:r1 of t's product into C (their first row), + beta * C.
+    cdef Py_ssize_t a = r0 if t.ta else r0 * t.lda
+    if t.dbl:
+        _gemm(t.ta, t.tb, r1 - r0, t.N, t.K, (<const double*>t.A) + a, t.lda, <const double*>t.B, t.ldb,
+              beta, <double*>C, ldc)
+    else:
+        _gemm(t.ta, t.tb, r1 - r0, t.N, t.K, (<const float*>t.A) + a, t.lda, <const float*>t.B, t.ldb,
+              <float>beta, <float*>C, ldc)
+
+
+cdef inline void _add_task(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                           const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb, floating beta,
+                           floating* C, Py_ssize_t ldc) noexcept nogil:
+    # Append C (M, N) = op(A) @ op(B) + beta * C to the job.
+    cdef Task* t = &job.task[job.ntasks]
+    cdef Py_ssize_t b, nb
+    t.dbl, t.ta, t.tb = floating is double, ta, tb
+    t.M, t.N, t.K, t.lda, t.ldb, t.ldc = M, N, K, lda, ldb, ldc
+    t.A, t.B, t.C, t.beta = A, B, C, beta
+    t.rows = max(MIN_ROWS, (M + TASK_BLOCKS - 1) // TASK_BLOCKS)
+    nb = (M + t.rows - 1) // t.rows
+    t.first, t.offset = job.nblocks, job.scratch
+    for b in range(nb):
+        job.task_of[job.nblocks + b] = job.ntasks
+        job.state[job.nblocks + b] = FREE
+    job.nblocks += nb
+    job.scratch += M * N
+    job.ntasks += 1
+
+
+cdef inline Py_ssize_t _first_row(const Task* t, int b) noexcept nogil:
+    return (b - t.first) * t.rows
+
+
+cdef void _block_direct(const Job* job, int b) noexcept nogil:
+    # Block b straight into its output.
+    cdef const Task* t = &job.task[job.task_of[b]]
+    cdef Py_ssize_t r0 = _first_row(t, b), r1 = min(t.M, r0 + t.rows)
+    cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
+    _gemm_rows(t, r0, r1, <char*>t.C + r0 * t.ldc * size, t.ldc, t.beta)
+
+
+cdef void _block_scratch(const Job* job, int b) noexcept nogil:
+    # The worker's block b into the scratch.
+    cdef const Task* t = &job.task[job.task_of[b]]
+    cdef Py_ssize_t r0 = _first_row(t, b), r1 = min(t.M, r0 + t.rows)
+    cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
+    _gemm_rows(t, r0, r1, _scratch + (t.offset + r0 * t.N) * size, t.N, 0)
+
+
+cdef void _commit(const Job* job, int b) noexcept nogil:
+    # The worker's finished block b from the scratch into its output (+ beta * what is there).
+    cdef const Task* t = &job.task[job.task_of[b]]
+    cdef Py_ssize_t r0 = _first_row(t, b), r1 = min(t.M, r0 + t.rows), r, j
+    cdef double* dd
+    cdef const double* ds
+    cdef float* fd
+    cdef const float* fs
+    for r in range(r0, r1):
+        if t.dbl:
+            dd = <double*>t.C + r * t.ldc
+            ds = <const double*>_scratch + t.offset + r * t.N
+            if t.beta == 0:
+                memcpy(dd, ds, t.N * sizeof(double))
+            else:
+                for j in range(t.N):
+                    dd[j] = ds[j] + t.beta * dd[j]
+        else:
+            fd = <float*>t.C + r * t.ldc
+            fs = <const float*>_scratch + t.offset + r * t.N
+            if t.beta == 0:
+                memcpy(fd, fs, t.N * sizeof(float))
+            else:
+                for j in range(t.N):
+                    fd[j] = fs[j] + <float>t.beta * fd[j]
+
+
+cdef void _worker_loop() noexcept nogil:
+    # The worker: wait for a job (spin, then sleep), claim its blocks from the end, let go of it.
+    cdef int seen = cp_load(&_finished), b  # jobs posted before it started are still its to let go of
+    cdef double t0
+    while True:
+        t0 = cp_seconds()
+        while cp_load(&_posted) == seen:
+            if cp_seconds() - t0 > _spin:
+                cp_lock(&_lock)
+                cp_store(&_sleeping, 1)
+                while cp_load(&_posted) == seen:
+                    cp_wait(&_wake, &_lock)
+                cp_store(&_sleeping, 0)
+                cp_unlock(&_lock)
+                break
+            cp_pause()
+        seen = cp_load(&_posted)
+        for b in range(_job.nblocks - 1, -1, -1):
+            if cp_cas(&_job.state[b], FREE, WORKER):
+                if _stall > 0:
+                    cp_sleep(_stall)
+                _block_scratch(&_job, b)
+                if not cp_cas(&_job.state[b], WORKER, READY):
+                    break  # taken back: the caller holds every block now
+        cp_store(&_finished, seen)
+
+
+cdef void _run(Job* job, bint split) noexcept nogil:
+    # The job's GEMMs: on this thread alone, or (split) shared with the worker, never waiting for it longer
+    # than one of this thread's blocks took.
+    global _scratch, _scratch_bytes, _taken
+    cdef int b, st, mine = 0
+    cdef double t0, block, deadline
+    cdef char* grown
+    if split and job.nblocks > 1 and job.scratch * sizeof(double) > _scratch_bytes:
+        grown = <char*>realloc(_scratch, job.scratch * sizeof(double))
+        if grown == NULL:
+            split = False
+        else:
+            _scratch, _scratch_bytes = grown, job.scratch * sizeof(double)
+    if not split or job.nblocks < 2:
+        for b in range(job.nblocks):
+            _block_direct(job, b)
+        return
+    memcpy(&_job, job, sizeof(Job))
+    cp_store(&_posted, cp_load(&_posted) + 1)
+    if cp_load(&_sleeping):
+        cp_lock(&_lock)
+        cp_signal(&_wake)
+        cp_unlock(&_lock)
+    t0 = cp_seconds()
+    for b in range(_job.nblocks):
+        if cp_cas(&_job.state[b], FREE, CALLER):
+            _block_direct(&_job, b)
+            mine += 1
+    block = (cp_seconds() - t0) / max(mine, 1)
+    for b in range(_job.nblocks):
+        st = cp_load(&_job.state[b])
+        if st == WORKER:
+            deadline = cp_seconds() + block
+            while st == WORKER and cp_seconds() < deadline:
+                cp_pause()
+                st = cp_load(&_job.state[b])
+            if st == WORKER and cp_cas(&_job.state[b], WORKER, TAKEN):
+                _block_direct(&_job, b)
+                _taken += 1
+                continue
+            st = cp_load(&_job.state[b])
+        if st == READY:
+            _commit(&_job, b)
+
+
+def _worker_main():
+    with nogil:
+        _worker_loop()
+
+
+def _after_fork_in_child():
+    # The worker thread did not survive the fork; a pool locked at the fork must not stay locked.
+    global _posted, _finished, _sleeping, _busy, _worker, _held
+    cp_init(&_lock, &_wake)
+    _posted = _finished = _sleeping = _busy = _worker = 0
+    _held = None
+
+
+def _start_worker():
+    global _worker
+    import threading
+    if not CP_THREADS:
+        _worker = -1
+        return
+    cp_init(&_lock, &_wake)
+    try:
+        threading.Thread(target=_worker_main, name="convnet-gemm", daemon=True).start()
+    except RuntimeError:  # no threads here (a sandbox that forbids them, interpreter shutdown)
+        _worker = -1
+        return
+    _worker = 1
+
+
+cdef bint _lend() noexcept:
+    # Whether this call may split its GEMMs: the worker runs, is idle, and no other call has it.
+    global _held
+    if _worker == 0:
+        _start_worker()
+    if _worker != 1 or not cp_cas(&_busy, 0, 1):
+        return False
+    if cp_load(&_finished) != cp_load(&_posted):
+        cp_store(&_busy, 0)
+        return False
+    _held = None
+    return True
+
+
+cdef void _give_back(tuple arrays) noexcept:
+    # Keep the job's arrays alive while the worker may still read them, then lend the pool again.
+    global _held
+    _held = arrays if cp_load(&_finished) != cp_load(&_posted) else None
+    cp_store(&_busy, 0)
+
+
+def split_state():
+    """``(worker, posted, finished, taken)``: the pool's worker (0 not started, 1 running, -1 none possible),
+    the jobs handed out and let go of, and the blocks taken back from the worker (for tests)."""
+    return _worker, cp_load(&_posted), cp_load(&_finished), _taken
+
+
+def set_spin(double seconds):
+    """How long the worker spins for the next job before it sleeps (for tests and benchmarks)."""
+    global _spin
+    _spin = seconds
+
+
+def set_stall(double seconds):
+    """Make the worker sleep ``seconds`` in every block it claims, as a descheduled thread would (for tests)."""
+    global _stall
+    _stall = seconds
+
+
+def held():
+    """The arrays the pool keeps alive for a job the worker has not let go of, or None (for tests)."""
+    return _held
+
+
+import os as _os
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # The per-chunk loops are functions of their own, not inline: inside the part functions gcc keeps their loop
@@ -161,40 +511,49 @@ cdef void _row2im_chunk(const floating* drows, floating* dx, floating* xt, Py_ss
 def im2col_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[::1] b,
                    floating[:, :, ::1] out, floating[::1] cols, floating[::1] res,
                    Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb, Py_ssize_t HH, Py_ssize_t WW,
-                   Py_ssize_t stride, Py_ssize_t pad):
+                   Py_ssize_t stride, Py_ssize_t pad, bint split=False):
     """out[lo:hi] = the convolution of x[lo:hi] by wmat (F, K) plus b, in chunks of nb images.
 
-    cols and res hold K*nb*P and F*nb*P elements.
+    cols and res hold K*nb*P and F*nb*P elements. split: share the GEMMs with the worker.
     """
     cdef Shape z = _shape(x.shape, wmat.shape, HH, WW, stride, pad)
     cdef Py_ssize_t n0 = lo, m
+    cdef Job job
+    cdef bint shared = split and _lend()
     with nogil:
         while n0 < hi:
             m = min(nb, hi - n0)
             _im2col_chunk(&x[n0, 0, 0, 0], &cols[0], m, z, HH, WW, stride, pad)
-            _gemm(False, False, z.F, m * z.P, z.K, &wmat[0, 0], z.K, &cols[0], m * z.P, 0, &res[0], m * z.P)
+            job.ntasks = job.nblocks = job.scratch = 0
+            _add_task(&job, False, False, z.F, m * z.P, z.K, &wmat[0, 0], z.K, &cols[0], m * z.P, 0, &res[0],
+                      m * z.P)
+            _run(&job, shared)
             bias_transpose_chunk(&res[0], &b[0], &out[n0, 0, 0], z.F, m, z.P)
             n0 += m
+    if shared:
+        _give_back((wmat.base, cols.base))
 
 
 def im2col_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[:, :, ::1] dout,
                     floating[:, :, :, ::1] dx, floating[:, ::1] dw, double[::1] db,
                     floating[::1] cols, floating[::1] dcols, floating[::1] dmat,
                     Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb, Py_ssize_t HH, Py_ssize_t WW,
-                    Py_ssize_t stride, Py_ssize_t pad, bint per_image, bint dw_transposed):
+                    Py_ssize_t stride, Py_ssize_t pad, bint per_image, bint dw_transposed, bint split=False):
     """dx[lo:hi] (overwritten; dx None: not computed), dw and db (overwritten) of images lo:hi, in chunks of nb.
 
     dw is (F, K), or (K, F) with dw_transposed (a long GEMM runs faster
     producing dw^T). per_image: dw and the column gradient by one GEMM per
     image on dout as it lies (thin layers), else through dmat, dout's chunk
     gathered to (F, m*P). cols and dcols hold K*nb*P elements, dmat F*nb*P
-    (unused with per_image).
+    (unused with per_image). split: share the GEMMs with the worker.
     """
     cdef Shape z = _shape(x.shape, wmat.shape, HH, WW, stride, pad)
     cdef Py_ssize_t F = z.F, K = z.K, P = z.P, C = z.C
     cdef Py_ssize_t n0 = lo, m, n, f, L
     cdef floating beta = 0
     cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
+    cdef Job job
+    cdef bint shared = split and _lend()
     with nogil:
         for f in range(F):
             db[f] = 0
@@ -205,57 +564,73 @@ def im2col_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat,
             _add_bias_grad(&dout[n0, 0, 0], &db[0], m, F, P)
             if per_image:
                 for n in range(m):
-                    _gemm(False, True, F, K, P, &dout[n0 + n, 0, 0], P, &cols[n * P], L, beta, &dw[0, 0], K)
-                    beta = 1
+                    job.ntasks = job.nblocks = job.scratch = 0
+                    _add_task(&job, False, True, F, K, P, &dout[n0 + n, 0, 0], P, &cols[n * P], L, beta,
+                              &dw[0, 0], K)
                     if dxp != NULL:
-                        _gemm(True, False, K, P, F, &wmat[0, 0], K, &dout[n0 + n, 0, 0], P, 0, &dcols[n * P], L)
+                        _add_task(&job, True, False, K, P, F, &wmat[0, 0], K, &dout[n0 + n, 0, 0], P, 0,
+                                  &dcols[n * P], L)
+                    _run(&job, shared)
+                    beta = 1
             else:
                 _gather_planes(&dout[n0, 0, 0], &dmat[0], m, F, P)
+                job.ntasks = job.nblocks = job.scratch = 0
                 if dw_transposed:
-                    _gemm(False, True, K, F, L, &cols[0], L, &dmat[0], L, beta, &dw[0, 0], F)
+                    _add_task(&job, False, True, K, F, L, &cols[0], L, &dmat[0], L, beta, &dw[0, 0], F)
                 else:
-                    _gemm(False, True, F, K, L, &dmat[0], L, &cols[0], L, beta, &dw[0, 0], K)
-                beta = 1
+                    _add_task(&job, False, True, F, K, L, &dmat[0], L, &cols[0], L, beta, &dw[0, 0], K)
                 if dxp != NULL:
-                    _gemm(True, False, K, L, F, &wmat[0, 0], K, &dmat[0], L, 0, &dcols[0], L)
+                    _add_task(&job, True, False, K, L, F, &wmat[0, 0], K, &dmat[0], L, 0, &dcols[0], L)
+                _run(&job, shared)
+                beta = 1
             if dxp != NULL:
                 _col2im_chunk(&dcols[0], dxp + n0 * C * z.H * z.W, m, z, HH, WW, stride, pad)
             n0 += m
+    if shared:
+        _give_back((wmat.base, dout.base, cols.base, dmat.base))
 
 
 def im2row_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, const floating[::1] b,
                    floating[:, :, ::1] out, floating[::1] rows, floating[::1] res, floating[::1] xt,
                    Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb, Py_ssize_t HH, Py_ssize_t WW,
-                   Py_ssize_t stride, Py_ssize_t pad):
+                   Py_ssize_t stride, Py_ssize_t pad, bint split=False):
     """out[lo:hi] = the convolution of x[lo:hi] by wt (F, HH*WW*C, channels last) plus b, in chunks of nb.
 
-    rows and res hold nb*P*K and nb*P*F elements, xt C*H*W.
+    rows and res hold nb*P*K and nb*P*F elements, xt C*H*W. split: share the GEMMs with the worker.
     """
     cdef Shape z = _shape(x.shape, wt.shape, HH, WW, stride, pad)
     cdef Py_ssize_t n0 = lo, m
+    cdef Job job
+    cdef bint shared = split and _lend()
     with nogil:
         while n0 < hi:
             m = min(nb, hi - n0)
             _im2row_chunk(&x[n0, 0, 0, 0], &rows[0], &xt[0], m, z, HH, WW, stride, pad)
-            _gemm(False, True, m * z.P, z.F, z.K, &rows[0], z.K, &wt[0, 0], z.K, 0, &res[0], z.F)
+            job.ntasks = job.nblocks = job.scratch = 0
+            _add_task(&job, False, True, m * z.P, z.F, z.K, &rows[0], z.K, &wt[0, 0], z.K, 0, &res[0], z.F)
+            _run(&job, shared)
             _transpose_chunk(&res[0], &out[n0, 0, 0], m, z.P, z.F, &b[0])
             n0 += m
+    if shared:
+        _give_back((wt.base, rows.base))
 
 
 def im2row_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, const floating[:, :, ::1] dout,
                     floating[:, :, :, ::1] dx, floating[:, ::1] dw, double[::1] db,
                     floating[::1] rows, floating[::1] drows, floating[::1] dT, floating[::1] xt,
                     Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb, Py_ssize_t HH, Py_ssize_t WW,
-                    Py_ssize_t stride, Py_ssize_t pad):
+                    Py_ssize_t stride, Py_ssize_t pad, bint split=False):
     """dx[lo:hi] (overwritten; dx None: not computed), dw (F, HH*WW*C) and db (overwritten) of images lo:hi.
 
-    rows and drows hold nb*P*K elements, dT nb*P*F, xt C*H*W.
+    rows and drows hold nb*P*K elements, dT nb*P*F, xt C*H*W. split: share the GEMMs with the worker.
     """
     cdef Shape z = _shape(x.shape, wt.shape, HH, WW, stride, pad)
     cdef Py_ssize_t F = z.F, K = z.K, P = z.P, CHW = z.C * z.H * z.W
     cdef Py_ssize_t n0 = lo, m, f
     cdef floating beta = 0
     cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
+    cdef Job job
+    cdef bint shared = split and _lend()
     with nogil:
         for f in range(F):
             db[f] = 0
@@ -264,9 +639,14 @@ def im2row_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, c
             _im2row_chunk(&x[n0, 0, 0, 0], &rows[0], &xt[0], m, z, HH, WW, stride, pad)
             _transpose_chunk(&dout[n0, 0, 0], &dT[0], m, F, P, <floating*>NULL)
             _add_bias_grad(&dout[n0, 0, 0], &db[0], m, F, P)
-            _gemm(True, False, F, K, m * P, &dT[0], F, &rows[0], K, beta, &dw[0, 0], K)
+            job.ntasks = job.nblocks = job.scratch = 0
+            _add_task(&job, True, False, F, K, m * P, &dT[0], F, &rows[0], K, beta, &dw[0, 0], K)
+            if dxp != NULL:
+                _add_task(&job, False, False, m * P, K, F, &dT[0], F, &wt[0, 0], K, 0, &drows[0], K)
+            _run(&job, shared)
             beta = 1
             if dxp != NULL:
-                _gemm(False, False, m * P, K, F, &dT[0], F, &wt[0, 0], K, 0, &drows[0], K)
                 _row2im_chunk(&drows[0], dxp + n0 * CHW, &xt[0], m, z, HH, WW, stride, pad)
             n0 += m
+    if shared:
+        _give_back((wt.base, rows.base, dT.base))

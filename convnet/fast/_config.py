@@ -125,6 +125,12 @@ class Settings:
         compiled call that does its GEMMs itself, without the GIL (where
         ``convnet.fast._backend.GEMM_IN_KERNELS``: numpy's BLAS is an OpenBLAS
         the kernels can call); False: the GEMMs go through numpy.
+    split_image_gemms : bool
+        Whether such a compiled call, when it is a whole batch under
+        ``blas_threads_min_work`` (one image, a small batch), shares its GEMMs
+        with one worker thread of the kernels (``num_threads`` >= 2). The
+        calling thread never waits for that worker: a block the worker has not
+        finished in time is computed again by the caller.
     """
 
     num_threads: int = DEFAULT_THREADS
@@ -139,6 +145,7 @@ class Settings:
     min_part_images: int = MIN_PART_IMAGES
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
     gemm_in_kernels: bool = True
+    split_image_gemms: bool = True
 
 
 def _threads(label, value) -> int:
@@ -181,6 +188,7 @@ _VALIDATORS = {
     "min_part_images": _at_least(1),
     "workspace_limit": _at_least(0),
     "gemm_in_kernels": _boolean,
+    "split_image_gemms": _boolean,
 }
 
 
@@ -234,7 +242,7 @@ def config(**changes):
         default), ``column_budget``, ``conv_algorithm``, and the tuning
         settings ``conv_kernel_threads``, ``parallel_min_work``,
         ``split_batch``, ``split_min_work``, ``blas_threads_min_work``, ``per_image_gemm_max_k``,
-        ``min_part_images``, ``gemm_in_kernels``, and ``workspace_limit`` (bytes of scratch kept
+        ``min_part_images``, ``gemm_in_kernels``, ``split_image_gemms``, and ``workspace_limit`` (bytes of scratch kept
         between calls; see :func:`convnet.fast.release_workspaces`).
 
     Yields

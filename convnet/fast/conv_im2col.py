@@ -19,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
-from convnet.fast import _backend, _config, workspace
+from convnet.fast import _backend, _config, parallel, workspace
 
-__all__ = ["im2col", "col2im", "chunk_size", "compiled_part", "bias_gradient", "Im2col", "IM2COL", "CHUNK_TARGET"]
+__all__ = ["im2col", "col2im", "chunk_size", "compiled_part", "split_gemms", "bias_gradient", "Im2col", "IM2COL",
+           "CHUNK_TARGET"]
 
 # Columns up to this size are still in cache when the GEMM reads them (benchmarks/README.md: chunk sizes).
 CHUNK_TARGET = 2 * 2**20
@@ -46,6 +47,14 @@ def compiled_part(g: _checks.ConvGeometry, s, nb: int) -> bool:
     if not (s.gemm_in_kernels and _backend.GEMM_IN_KERNELS):
         return False
     return _backend.GEMM_ILP64 or max(g.F, g.C * g.HH * g.WW, nb * g.H_out * g.W_out) < 2**31
+
+
+def split_gemms(g: _checks.ConvGeometry, s, lo: int, hi: int) -> bool:
+    """Whether a compiled part shares its GEMMs with the kernels' worker thread (the ``split_image_gemms``
+    setting): the part is the whole batch, under ``blas_threads_min_work`` (BLAS on one thread), with
+    ``num_threads`` >= 2. The caller never waits for the worker (``convnet/_fast/_conv_part.pyx``)."""
+    return (s.split_image_gemms and s.num_threads >= 2 and lo == 0 and hi == g.N and s.split_batch
+            and parallel.small_for_blas_threads(g, s))
 
 
 def bias_gradient(dout, lo: int, hi: int) -> np.ndarray:
@@ -154,7 +163,8 @@ class Im2col:
         buf = workspace.empty("im2col.cols", (K * nb * P,), x.dtype)
         if compiled_part(g, s, nb):
             res = workspace.empty("im2col.res", (g.F * nb * P,), x.dtype)
-            _backend.conv_part.im2col_forward(x, wmat, b, out, buf, res, lo, hi, nb, g.HH, g.WW, g.stride, g.pad)
+            _backend.conv_part.im2col_forward(x, wmat, b, out, buf, res, lo, hi, nb, g.HH, g.WW, g.stride, g.pad,
+                                              split_gemms(g, s, lo, hi))
             return
         for n0 in range(lo, hi, nb):  # a loop over chunks of the batch, not elements
             m = min(nb, hi - n0)
@@ -215,7 +225,8 @@ class Im2col:
         db = np.empty(g.F, dtype=np.float64)
         dmat = buf if per_image else workspace.empty("im2col.dmat", (g.F * nb * P,), x.dtype)
         _backend.conv_part.im2col_backward(x, wmat, d3, dx, dw, db, buf, buf if dbuf is None else dbuf, dmat,
-                                           lo, hi, nb, g.HH, g.WW, g.stride, g.pad, per_image, transposed)
+                                           lo, hi, nb, g.HH, g.WW, g.stride, g.pad, per_image, transposed,
+                                           split_gemms(g, s, lo, hi))
         return (dw.T if transposed else dw), db
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from convnet import _checks
 from convnet.fast import _backend, workspace
-from convnet.fast.conv_im2col import bias_gradient, chunk_size, compiled_part
+from convnet.fast.conv_im2col import bias_gradient, chunk_size, compiled_part, split_gemms
 
 __all__ = ["Im2row", "IM2ROW"]
 
@@ -58,7 +58,8 @@ class Im2row:
         xt = workspace.empty("im2row.image", (g.C * g.H * g.W,), x.dtype)
         if compiled_part(g, s, nb):
             res = workspace.empty("im2row.res", (nb * P * g.F,), x.dtype)
-            _backend.conv_part.im2row_forward(x, wt, b, out, buf, res, xt, lo, hi, nb, g.HH, g.WW, g.stride, g.pad)
+            _backend.conv_part.im2row_forward(x, wt, b, out, buf, res, xt, lo, hi, nb, g.HH, g.WW, g.stride, g.pad,
+                                              split_gemms(g, s, lo, hi))
             return
         for n0 in range(lo, hi, nb):  # a loop over chunks of the batch, not elements
             m = min(nb, hi - n0)
@@ -81,7 +82,7 @@ class Im2row:
         if compiled_part(g, s, nb):
             db = np.empty(g.F, dtype=np.float64)
             _backend.conv_part.im2row_backward(x, wt, d3, dx, dw, db, buf, buf if dbuf is None else dbuf, tbuf, xt,
-                                               lo, hi, nb, g.HH, g.WW, g.stride, g.pad)
+                                               lo, hi, nb, g.HH, g.WW, g.stride, g.pad, split_gemms(g, s, lo, hi))
             return dw, db
         for n0 in range(lo, hi, nb):
             m = min(nb, hi - n0)

@@ -122,6 +122,7 @@ def test_config_num_threads_zero_or_none_is_the_default():
     ({"min_part_images": 2.0}, TypeError, "config: min_part_images must be an integer"),
     ({"workspace_limit": -1}, ValueError, "config: workspace_limit must be >= 0, got -1"),
     ({"gemm_in_kernels": "yes"}, TypeError, "config: gemm_in_kernels must be True or False, got str 'yes'"),
+    ({"split_image_gemms": 1}, TypeError, "config: split_image_gemms must be True or False, got int 1"),
 ])
 def test_config_rejects_bad_settings_and_changes_nothing(changes, exc, match):
     before = fast.get_config()

@@ -187,3 +187,175 @@ def test_a_part_runs_without_the_gil(kernel, gemm_in_kernels):
     inside = sum(t0 < t < (t0 + t1) / 2 for t in stamps)
     assert t1 - t0 > 0.004, f"the part took {1e3 * (t1 - t0):.1f} ms, too short to tell"
     assert inside >= 100, f"{inside} steps of this thread ran in the first half of the {1e3 * (t1 - t0):.1f} ms part"
+
+
+# One image's GEMMs shared with the kernels' worker thread (split_image_gemms): whole batches under
+# blas_threads_min_work. Per-image GEMMs (K <= 32), the gathered dout, stride 2, two images.
+SPLIT_CASES = [
+    (1, 3, 9, 9, 8, 3, 3, 1, 1),
+    (1, 16, 8, 8, 32, 3, 3, 1, 1),
+    (1, 16, 12, 12, 24, 3, 3, 2, 1),
+    (2, 6, 14, 14, 16, 5, 5, 1, 0),
+]
+SPLIT = {"num_threads": 2, "split_image_gemms": True}
+
+
+def _posted(part):
+    return part.split_state()[1]
+
+
+def _wait_idle(part, seconds=10):
+    # Until the worker has let go of every job posted (a test before may have left it inside one).
+    deadline = time.monotonic() + seconds
+    while part.split_state()[2] != part.split_state()[1] and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def test_split_gemms_predicate(monkeypatch):
+    g = SimpleNamespace(N=1, F=64, C=32, HH=3, WW=3, H_out=8, W_out=8)
+    s = fast._config.Settings(num_threads=2)
+    assert conv_im2col.split_gemms(g, s, 0, 1)
+    assert not conv_im2col.split_gemms(g, fast._config.Settings(num_threads=2, split_image_gemms=False), 0, 1)
+    assert not conv_im2col.split_gemms(g, fast._config.Settings(num_threads=1), 0, 1)
+    assert not conv_im2col.split_gemms(g, fast._config.Settings(num_threads=2, split_batch=False), 0, 1)
+    # Above blas_threads_min_work the GEMMs get BLAS's own threads instead.
+    assert not conv_im2col.split_gemms(g, fast._config.Settings(num_threads=2, blas_threads_min_work=1), 0, 1)
+    g2 = SimpleNamespace(N=4, F=64, C=32, HH=3, WW=3, H_out=8, W_out=8)
+    assert conv_im2col.split_gemms(g2, s, 0, 4) and not conv_im2col.split_gemms(g2, s, 0, 2)  # a part of it
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=["per-image", "gathered", "stride2", "two-images"])
+@pytest.mark.parametrize("algorithm", ["im2col", "im2row"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_gemms_match_one_thread(case, algorithm, dtype, conv_inputs, gemm_in_kernels):
+    x, w, b, cp = conv_inputs(case, dtype, 7)
+    dout = np.random.default_rng(8).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
+    ref = _run(x, w, b, cp, dout, {"conv_algorithm": algorithm, "num_threads": 2, "split_image_gemms": False})
+    _wait_idle(gemm_in_kernels)
+    before = _posted(gemm_in_kernels)
+    got = _run(x, w, b, cp, dout, dict(SPLIT, conv_algorithm=algorithm))
+    for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        _assert_scaled(a, r, dtype, what)
+    assert _posted(gemm_in_kernels) > before  # shared, not run alone
+
+
+@pytest.fixture
+def stalled_worker(gemm_in_kernels):
+    """The worker sleeps 1 s in each block it claims, as a descheduled thread; restored and let go after."""
+    part = gemm_in_kernels
+    part.set_stall(1.0)
+    yield part
+    part.set_stall(0)
+    _wait_idle(part)
+
+
+def test_split_gemms_never_wait_for_a_stalled_worker(conv_inputs, stalled_worker):
+    # The caller takes back the block the sleeping worker claimed and returns long before it wakes; while
+    # the worker holds the job, later calls run alone, and the job's arrays stay alive.
+    part = stalled_worker
+    _wait_idle(part)
+    case, dtype = (1, 32, 12, 12, 64, 3, 3, 1, 1), np.float64
+    x, w, b, cp = conv_inputs(case, dtype, 9)
+    dout = np.random.default_rng(10).standard_normal((1, 64, 12, 12))
+    ref = _run(x, w, b, cp, dout, {"conv_algorithm": "im2col", "split_image_gemms": False})
+    for _ in range(20):  # until the worker claimed a block (it may not be scheduled before the caller ends)
+        taken = part.split_state()[3]
+        t0 = time.perf_counter()
+        got = _run(x, w, b, cp, dout, dict(SPLIT, conv_algorithm="im2col"))
+        elapsed = time.perf_counter() - t0
+        if part.split_state()[3] > taken:
+            break
+        time.sleep(1.1)
+    else:
+        pytest.skip("the worker never claimed a block in 20 calls (the machine never scheduled it)")
+    assert elapsed < 0.5, f"the call took {elapsed:.2f} s with the worker asleep for 1 s in its block"
+    for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        _assert_scaled(a, r, dtype, what)
+    worker, posted, finished, _ = part.split_state()
+    assert worker == 1 and finished < posted  # the worker is still inside the job
+    assert part.held() is not None  # and the pool keeps the job's arrays alive for it
+    posted_before = posted
+    again = _run(x, w, b, cp, dout, dict(SPLIT, conv_algorithm="im2col"))
+    assert part.split_state()[1] == posted_before  # the worker is busy: this call ran alone
+    for what, a, r in zip(("out", "dx", "dw", "db"), again, ref):
+        _assert_scaled(a, r, dtype, what)
+
+
+def test_split_gemms_from_two_threads(conv_inputs, gemm_in_kernels):
+    # One worker, lent to one call at a time: the other runs alone, both right.
+    x, w, b, cp = conv_inputs((1, 16, 8, 8, 32, 3, 3, 1, 1), np.float32, 11)
+    dout = np.random.default_rng(12).standard_normal((1, 32, 8, 8)).astype(np.float32)
+    ref = _run(x, w, b, cp, dout, {"split_image_gemms": False})
+    errors = []
+
+    def calls():
+        for _ in range(30):
+            got = _run(x, w, b, cp, dout, SPLIT)
+            try:
+                for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+                    _assert_scaled(a, r, np.float32, what)
+            except AssertionError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=calls) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+_CHILD = """
+import sys
+import numpy as np
+import convnet.fast as fast
+from convnet.fast import FastConv, _backend
+rng = np.random.default_rng(0)
+x, w, b = rng.standard_normal((1, 16, 8, 8)), rng.standard_normal((32, 16, 3, 3)), rng.standard_normal(32)
+dout = rng.standard_normal((1, 32, 8, 8))
+def run(split):
+    with fast.config(num_threads=2, split_image_gemms=split):
+        out, cache = FastConv.forward(x, w, b, {"stride": 1, "pad": 1})
+        return (out, *FastConv.backward(dout, cache))
+"""
+
+
+def test_split_gemms_without_threads(gemm_in_kernels):
+    # Where no thread can start (a sandbox that forbids them), every block runs on the calling thread.
+    import subprocess
+    code = _CHILD + """
+import threading
+def refuse(self):
+    raise RuntimeError("can't start new thread")
+threading.Thread.start = refuse
+got, ref = run(True), run(False)
+assert all(np.array_equal(a, r) for a, r in zip(got, ref))
+print(_backend.conv_part.split_state())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(-1,", "0,", "0,", "0)"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork on this platform")
+def test_split_gemms_after_fork(gemm_in_kernels):
+    # The worker thread does not survive a fork: the child starts its own and shares with it.
+    import os
+    import subprocess
+    code = _CHILD + """
+import os, signal
+ref = run(False)
+run(True)  # the parent's worker runs
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)  # a deadlock fails the test instead of hanging it
+    got = run(True)
+    worker, posted = _backend.conv_part.split_state()[:2]
+    os._exit(0 if worker == 1 and posted >= 1 and all(np.allclose(a, r, rtol=1e-13, atol=1e-13)
+                                                      for a, r in zip(got, ref)) else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]
