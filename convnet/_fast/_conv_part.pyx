@@ -165,10 +165,11 @@ cdef enum:
     TAKEN = 4
 
 cdef struct Task:
-    # C (M, N) = op(A) @ op(B) + beta * C, in blocks of `rows` rows from block `first` of the job;
-    # the worker's blocks land in the scratch from element `offset`, as (M, N).
+    # C[i] (M, N) = op(A[i]) @ op(B[i]) + beta * C[i] for the `count` members i (A[i] = A + i*sa elements, ...):
+    # blocks of `rows` rows of one matrix, or of `members` whole members, from block `first` of the job. The
+    # worker's blocks land in the scratch from element `offset`, member after member, each (M, N).
     bint dbl, ta, tb
-    Py_ssize_t M, N, K, lda, ldb, ldc, rows, first, offset
+    Py_ssize_t M, N, K, lda, ldb, ldc, count, sa, sb, sc, rows, members, first, offset
     const void* A
     const void* B
     void* C
@@ -196,83 +197,115 @@ cdef double _stall = 0  # seconds the worker sleeps in each block it claims: a d
 _held = None  # the arrays of the job the worker may still read
 
 
-cdef void _gemm_rows(const Task* t, Py_ssize_t r0, Py_ssize_t r1, void* C, Py_ssize_t ldc,
+cdef void _gemm_rows(const Task* t, Py_ssize_t i, Py_ssize_t r0, Py_ssize_t r1, void* C, Py_ssize_t ldc,
                      double beta) noexcept nogil:
-    # Rows r0:r1 of t's product into C (their first row), + beta * C.
-    cdef Py_ssize_t a = r0 if t.ta else r0 * t.lda
+    # Rows r0:r1 of member i's product into C (their first row), + beta * C.
+    cdef Py_ssize_t a = i * t.sa + (r0 if t.ta else r0 * t.lda), b = i * t.sb
     if t.dbl:
-        _gemm(t.ta, t.tb, r1 - r0, t.N, t.K, (<const double*>t.A) + a, t.lda, <const double*>t.B, t.ldb,
+        _gemm(t.ta, t.tb, r1 - r0, t.N, t.K, (<const double*>t.A) + a, t.lda, (<const double*>t.B) + b, t.ldb,
               beta, <double*>C, ldc)
     else:
-        _gemm(t.ta, t.tb, r1 - r0, t.N, t.K, (<const float*>t.A) + a, t.lda, <const float*>t.B, t.ldb,
+        _gemm(t.ta, t.tb, r1 - r0, t.N, t.K, (<const float*>t.A) + a, t.lda, (<const float*>t.B) + b, t.ldb,
               <float>beta, <float*>C, ldc)
+
+
+cdef inline void _add_batch(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                            const floating* A, Py_ssize_t lda, Py_ssize_t sa, const floating* B, Py_ssize_t ldb,
+                            Py_ssize_t sb, floating beta, floating* C, Py_ssize_t ldc, Py_ssize_t sc,
+                            Py_ssize_t count) noexcept nogil:
+    # Append C[i] (M, N) = op(A[i]) @ op(B[i]) + beta * C[i], i < count, to the job.
+    cdef Task* t = &job.task[job.ntasks]
+    cdef Py_ssize_t b, nb
+    t.dbl, t.ta, t.tb = floating is double, ta, tb
+    t.M, t.N, t.K, t.lda, t.ldb, t.ldc = M, N, K, lda, ldb, ldc
+    t.count, t.sa, t.sb, t.sc = count, sa, sb, sc
+    t.A, t.B, t.C, t.beta = A, B, C, beta
+    if count == 1:
+        t.members, t.rows = 1, max(MIN_ROWS, (M + TASK_BLOCKS - 1) // TASK_BLOCKS)
+        nb = (M + t.rows - 1) // t.rows
+    else:
+        t.members, t.rows = (count + TASK_BLOCKS - 1) // TASK_BLOCKS, M
+        nb = (count + t.members - 1) // t.members
+    t.first, t.offset = job.nblocks, job.scratch
+    for b in range(nb):
+        job.task_of[job.nblocks + b] = job.ntasks
+        job.state[job.nblocks + b] = FREE
+    job.nblocks += nb
+    job.scratch += count * M * N
+    job.ntasks += 1
 
 
 cdef inline void _add_task(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                            const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb, floating beta,
                            floating* C, Py_ssize_t ldc) noexcept nogil:
     # Append C (M, N) = op(A) @ op(B) + beta * C to the job.
-    cdef Task* t = &job.task[job.ntasks]
-    cdef Py_ssize_t b, nb
-    t.dbl, t.ta, t.tb = floating is double, ta, tb
-    t.M, t.N, t.K, t.lda, t.ldb, t.ldc = M, N, K, lda, ldb, ldc
-    t.A, t.B, t.C, t.beta = A, B, C, beta
-    t.rows = max(MIN_ROWS, (M + TASK_BLOCKS - 1) // TASK_BLOCKS)
-    nb = (M + t.rows - 1) // t.rows
-    t.first, t.offset = job.nblocks, job.scratch
-    for b in range(nb):
-        job.task_of[job.nblocks + b] = job.ntasks
-        job.state[job.nblocks + b] = FREE
-    job.nblocks += nb
-    job.scratch += M * N
-    job.ntasks += 1
+    _add_batch(job, ta, tb, M, N, K, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1)
 
 
-cdef inline Py_ssize_t _first_row(const Task* t, int b) noexcept nogil:
-    return (b - t.first) * t.rows
+cdef struct Block:
+    # Members i0:i1, rows r0:r1 of each, of one task.
+    Py_ssize_t i0, i1, r0, r1
+
+
+cdef inline Block _block(const Task* t, int b) noexcept nogil:
+    cdef Block k
+    cdef Py_ssize_t j = b - t.first
+    if t.count == 1:
+        k.i0, k.i1, k.r0 = 0, 1, j * t.rows
+        k.r1 = min(t.M, k.r0 + t.rows)
+    else:
+        k.i0, k.r0, k.r1 = j * t.members, 0, t.M
+        k.i1 = min(t.count, k.i0 + t.members)
+    return k
 
 
 cdef void _block_direct(const Job* job, int b) noexcept nogil:
     # Block b straight into its output.
     cdef const Task* t = &job.task[job.task_of[b]]
-    cdef Py_ssize_t r0 = _first_row(t, b), r1 = min(t.M, r0 + t.rows)
+    cdef Block k = _block(t, b)
     cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
-    _gemm_rows(t, r0, r1, <char*>t.C + r0 * t.ldc * size, t.ldc, t.beta)
+    cdef Py_ssize_t i
+    for i in range(k.i0, k.i1):
+        _gemm_rows(t, i, k.r0, k.r1, <char*>t.C + (i * t.sc + k.r0 * t.ldc) * size, t.ldc, t.beta)
 
 
 cdef void _block_scratch(const Job* job, int b) noexcept nogil:
     # The worker's block b into the scratch.
     cdef const Task* t = &job.task[job.task_of[b]]
-    cdef Py_ssize_t r0 = _first_row(t, b), r1 = min(t.M, r0 + t.rows)
+    cdef Block k = _block(t, b)
     cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
-    _gemm_rows(t, r0, r1, _scratch + (t.offset + r0 * t.N) * size, t.N, 0)
+    cdef Py_ssize_t i
+    for i in range(k.i0, k.i1):
+        _gemm_rows(t, i, k.r0, k.r1, _scratch + (t.offset + (i * t.M + k.r0) * t.N) * size, t.N, 0)
 
 
 cdef void _commit(const Job* job, int b) noexcept nogil:
     # The worker's finished block b from the scratch into its output (+ beta * what is there).
     cdef const Task* t = &job.task[job.task_of[b]]
-    cdef Py_ssize_t r0 = _first_row(t, b), r1 = min(t.M, r0 + t.rows), r, j
+    cdef Block k = _block(t, b)
+    cdef Py_ssize_t i, r, j
     cdef double* dd
     cdef const double* ds
     cdef float* fd
     cdef const float* fs
-    for r in range(r0, r1):
-        if t.dbl:
-            dd = <double*>t.C + r * t.ldc
-            ds = <const double*>_scratch + t.offset + r * t.N
-            if t.beta == 0:
-                memcpy(dd, ds, t.N * sizeof(double))
+    for i in range(k.i0, k.i1):
+        for r in range(k.r0, k.r1):
+            if t.dbl:
+                dd = <double*>t.C + i * t.sc + r * t.ldc
+                ds = <const double*>_scratch + t.offset + (i * t.M + r) * t.N
+                if t.beta == 0:
+                    memcpy(dd, ds, t.N * sizeof(double))
+                else:
+                    for j in range(t.N):
+                        dd[j] = ds[j] + t.beta * dd[j]
             else:
-                for j in range(t.N):
-                    dd[j] = ds[j] + t.beta * dd[j]
-        else:
-            fd = <float*>t.C + r * t.ldc
-            fs = <const float*>_scratch + t.offset + r * t.N
-            if t.beta == 0:
-                memcpy(fd, fs, t.N * sizeof(float))
-            else:
-                for j in range(t.N):
-                    fd[j] = fs[j] + <float>t.beta * fd[j]
+                fd = <float*>t.C + i * t.sc + r * t.ldc
+                fs = <const float*>_scratch + t.offset + (i * t.M + r) * t.N
+                if t.beta == 0:
+                    memcpy(fd, fs, t.N * sizeof(float))
+                else:
+                    for j in range(t.N):
+                        fd[j] = fs[j] + <float>t.beta * fd[j]
 
 
 cdef void _worker_loop() noexcept nogil:
@@ -650,3 +683,23 @@ def im2row_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, c
             n0 += m
     if shared:
         _give_back((wt.base, rows.base, dT.base))
+
+
+def batched_gemm(const floating[:, :, :] A, const floating[:, :, :] B, floating[:, :, :] C, double beta,
+                 bint split=False):
+    """C[i] = A[i] @ B[i] + beta * C[i] for every i: (nk, M, K) @ (nk, K, N) -> (nk, M, N).
+
+    Each matrix has unit stride along its rows (any row and member strides,
+    such as Winograd's slabs). split: share the GEMMs with the worker.
+    """
+    cdef Job job
+    cdef Py_ssize_t z = sizeof(floating)
+    cdef bint shared = split and _lend()
+    with nogil:
+        job.ntasks = job.nblocks = job.scratch = 0
+        _add_batch(&job, False, False, C.shape[1], C.shape[2], A.shape[2], &A[0, 0, 0], A.strides[1] // z,
+                   A.strides[0] // z, &B[0, 0, 0], B.strides[1] // z, B.strides[0] // z, <floating>beta,
+                   &C[0, 0, 0], C.strides[1] // z, C.strides[0] // z, C.shape[0])
+        _run(&job, shared)
+    if shared:
+        _give_back((A.base, B.base))

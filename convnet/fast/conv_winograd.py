@@ -7,7 +7,11 @@ batched GEMMs ``(F, C) @ (C, P)`` multiply them by the transformed filters
 bias) writes every m x m output tile. Backward runs the adjoints:
 ``dM = A dY A^T``, ``dU += dM V^T`` (dw is ``G^T dU G``), ``dV = U^T dM``, and
 the input adjoint gives dx. The matrices are in :mod:`convnet.fast.winograd`.
-Chunks are bounded like im2col's columns, on the transformed tiles.
+Chunks are bounded like im2col's columns, on the transformed tiles. With
+numpy's OpenBLAS callable from the kernels (as im2col's compiled parts), each
+set of batched GEMMs is one GIL-free call. They are not shared with the
+kernels' worker thread: on one image, their nk small GEMMs are a small part of
+the time, and sharing them measured no faster (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -115,13 +119,27 @@ class Winograd:
             chunks.append((n0, m) + views[m])
         return chunks
 
+    def compiled_gemms(self, g, s, nb: int) -> bool:
+        """Whether the batched GEMMs of chunks of ``nb`` images run as compiled calls (the
+        ``gemm_in_kernels`` setting, numpy's OpenBLAS found, and, for a BLAS of 32-bit integers, every
+        slab under 2**31 elements)."""
+        if not (s.gemm_in_kernels and _backend.GEMM_IN_KERNELS):
+            return False
+        tH, tW = self.transform.tiles(g)
+        return _backend.GEMM_ILP64 or max(g.F, g.C) * nb * tH * tW < 2**31 - 2**16
+
     def forward(self, x, U, b, out, g, lo, hi, share, s):
         """out[lo:hi] (N, F, H_out, W_out); U from :meth:`filter_operand`, b contiguous."""
         m_tile, nt = self.transform.m, s.conv_kernel_threads
         tH, tW = self.transform.tiles(g)
-        for n0, m, V, M, _ in self._chunks(g, x, lo, hi, s.column_budget, share):
+        chunks = self._chunks(g, x, lo, hi, s.column_budget, share)
+        compiled = self.compiled_gemms(g, s, chunks[0][1])
+        for n0, m, V, M, _ in chunks:
             _backend.winograd_input(x[n0:n0 + m], V, g.pad, tH, tW, nt, m_tile, False)
-            np.matmul(U, V, out=M)
+            if compiled:
+                _backend.conv_part.batched_gemm(U, V, M, 0.0)
+            else:
+                np.matmul(U, V, out=M)
             _backend.winograd_output(M, b, out[n0:n0 + m], tH, tW, nt, m_tile)
 
     def backward(self, x, Ut, dout, dx, g, lo, hi, share, s):
@@ -137,17 +155,25 @@ class Winograd:
         shape = (self.transform.nk, g.F, g.C)
         # The whole batch in one part: dU goes no further than filter_gradient, so it may live in the workspace.
         dU = workspace.empty("winograd.dU", shape, x.dtype) if (lo, hi) == (0, g.N) else np.empty(shape, x.dtype)
-        for i, (n0, m, V, dM, VT) in enumerate(self._chunks(g, x, lo, hi, s.column_budget, share)):
+        chunks = self._chunks(g, x, lo, hi, s.column_budget, share)
+        compiled = self.compiled_gemms(g, s, chunks[0][1])
+        for i, (n0, m, V, dM, VT) in enumerate(chunks):
             _backend.winograd_output_adjoint(dout[n0:n0 + m], dM, tH, tW, nt, m_tile)
             # The tiles laid out (P, C) make dM @ VT an NN GEMM, faster than dM @ V^T.
             _backend.winograd_input(x[n0:n0 + m], VT, g.pad, tH, tW, nt, m_tile, True)
-            if i == 0:
+            if compiled:
+                _backend.conv_part.batched_gemm(dM, VT, dU, 0.0 if i == 0 else 1.0)
+            elif i == 0:
                 np.matmul(dM, VT, out=dU)  # no zeroed dU to add the first chunk to
             else:
                 dU += np.matmul(dM, VT, out=workspace.empty("winograd.dU_chunk", shape, x.dtype))
             if dx is None:
                 continue
-            np.matmul(Ut, dM, out=V)  # the tiles are used up: their memory takes their gradient
+            # The tiles are used up: their memory takes their gradient.
+            if compiled:
+                _backend.conv_part.batched_gemm(Ut, dM, V, 0.0)
+            else:
+                np.matmul(Ut, dM, out=V)
             _backend.winograd_input_adjoint(V, dx[n0:n0 + m], g.pad, tH, tW, nt, m_tile)
         return dU, bias_gradient(dout, lo, hi)
 

@@ -359,3 +359,64 @@ print(os.waitstatus_to_exitcode(status))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0"]
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_gemm_on_slabs(split, dtype, gemm_in_kernels):
+    # C[i] = A[i] @ B[i] + beta * C[i] on views with padded rows and members apart (Winograd's slabs).
+    rng = np.random.default_rng(13)
+    nk, M, K, N = 16, 24, 20, 36
+
+    def slab(rows, cols):
+        return rng.standard_normal((nk, rows + 3, cols + 5)).astype(dtype)[:, 1:rows + 1, 2:cols + 2]
+
+    A, B, C = slab(M, K), slab(K, N), slab(M, N)
+    before = C.astype(np.float64)
+    gemm_in_kernels.batched_gemm(A, B, C, 1.0, split)
+    _assert_scaled(C, (np.matmul(A.astype(np.float64), B) + before).astype(dtype), dtype, "beta 1")
+    gemm_in_kernels.batched_gemm(A, B, C, 0.0, split)
+    _assert_scaled(C, np.matmul(A.astype(np.float64), B).astype(dtype), dtype, "beta 0")
+    one = slab(M, K)[:1], slab(K, N)[:1], slab(M, N)[:1]  # one member: blocks of rows
+    gemm_in_kernels.batched_gemm(*one, 0.0, split)
+    _assert_scaled(one[2], np.matmul(one[0].astype(np.float64), one[1]).astype(dtype), dtype, "one member")
+
+
+def test_winograd_compiled_gemms_predicate(monkeypatch):
+    from convnet.fast.conv_winograd import WINOGRAD2
+    g = SimpleNamespace(F=8, C=4, HH=3, WW=3, H_out=8, W_out=8, stride=1)  # 4x4 tiles of F(2x2)
+    on, off = fast._config.Settings(gemm_in_kernels=True), fast._config.Settings(gemm_in_kernels=False)
+    monkeypatch.setattr(_backend, "GEMM_IN_KERNELS", True)
+    monkeypatch.setattr(_backend, "GEMM_ILP64", False)
+    assert WINOGRAD2.compiled_gemms(g, on, 4) and not WINOGRAD2.compiled_gemms(g, off, 4)
+    assert not WINOGRAD2.compiled_gemms(g, on, 2**31 // (8 * 16))  # a slab past a 32-bit BLAS integer
+    monkeypatch.setattr(_backend, "GEMM_ILP64", True)
+    assert WINOGRAD2.compiled_gemms(g, on, 2**31 // (8 * 16))
+    monkeypatch.setattr(_backend, "GEMM_IN_KERNELS", False)
+    assert not WINOGRAD2.compiled_gemms(g, on, 4)
+
+
+# Winograd's batched GEMMs as compiled calls: one image, chunks (dU accumulated),
+# parts on threads, a network's input.
+WINOGRAD_CASES = [
+    ((1, 16, 16, 16, 24, 3, 3, 1, 1), {"num_threads": 2}),
+    ((5, 8, 12, 12, 6, 3, 3, 1, 1), {"column_budget": 1}),
+    ((8, 16, 12, 12, 12, 3, 3, 1, 0), {"split_min_work": 1, "min_part_images": 1, "num_threads": 2}),
+]
+
+
+@pytest.mark.parametrize("case, settings", WINOGRAD_CASES, ids=["one-image", "chunks", "threads"])
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_compiled_gemms_match_numpy(case, settings, algorithm, dtype, conv_inputs, gemm_in_kernels):
+    x, w, b, cp = conv_inputs(case, dtype, 14)
+    dout = np.random.default_rng(15).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
+    settings = dict(settings, conv_algorithm=algorithm)
+    ref = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=False))
+    got = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True))
+    for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        _assert_scaled(a, r, dtype, what)
+    got_input = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True), as_network_input=True)
+    assert got_input[1] is None
+    for a, r in zip(got_input[2:], got[2:]):
+        np.testing.assert_array_equal(a, r)
