@@ -400,12 +400,11 @@ def _start_worker():
         _worker = -1
         return
     cp_init(&_lock, &_wake)
+    _worker = 1  # before start(), which lets other threads in: one worker only
     try:
         threading.Thread(target=_worker_main, name="convnet-gemm", daemon=True).start()
     except RuntimeError:  # no threads here (a sandbox that forbids them, interpreter shutdown)
         _worker = -1
-        return
-    _worker = 1
 
 
 cdef bint _lend() noexcept:
