@@ -320,7 +320,7 @@ def run(split):
 """
 
 
-def test_split_gemms_without_threads(gemm_in_kernels):
+def test_split_gemms_without_threads(gemm_in_kernels, tmp_path):
     # Where no thread can start (a sandbox that forbids them), every block runs on the calling thread.
     import subprocess
     code = _CHILD + """
@@ -332,13 +332,14 @@ got, ref = run(True), run(False)
 assert all(np.array_equal(a, r) for a, r in zip(got, ref))
 print(_backend.conv_part.split_state())
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # cwd: outside the checkout, so the child imports the installed package as this process did.
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["(-1,", "0,", "0,", "0)"]
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork on this platform")
-def test_split_gemms_after_fork(gemm_in_kernels):
+def test_split_gemms_after_fork(gemm_in_kernels, tmp_path):
     # The worker thread does not survive a fork: the child starts its own and shares with it.
     import os
     import subprocess
@@ -356,7 +357,7 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 print(os.waitstatus_to_exitcode(status))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0"]
 
