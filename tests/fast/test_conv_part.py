@@ -102,14 +102,17 @@ PART_IDS = ["thin-per-image", "stride2", "lenet-c2", "one-image-chunks", "parts-
 @pytest.mark.parametrize("algorithm", ["im2col", "im2row"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_compiled_part_matches_the_numpy_path(case, settings, algorithm, dtype, conv_inputs, gemm_in_kernels):
-    x, w, b, cp = conv_inputs(case, dtype, 3)
-    dout = np.random.default_rng(4).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
-    settings = dict(settings, conv_algorithm=algorithm)
+    _check_compiled_against_numpy(case, dict(settings, conv_algorithm=algorithm), dtype, conv_inputs, 3)
+
+
+def _check_compiled_against_numpy(case, settings, dtype, conv_inputs, seed):
+    # gemm_in_kernels on against off: out, dx, dw and db; as a network's input, no dx and the same dw and db.
+    x, w, b, cp = conv_inputs(case, dtype, seed)
+    dout = np.random.default_rng(seed + 1).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
     ref = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=False))
     got = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True))
     for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
         _assert_scaled(a, r, dtype, what)
-    # A network's input: no dx, the same dw and db.
     got_input = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True), as_network_input=True)
     assert got_input[1] is None
     for a, r in zip(got_input[2:], got[2:]):
@@ -410,14 +413,4 @@ WINOGRAD_CASES = [
 @pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_winograd_compiled_gemms_match_numpy(case, settings, algorithm, dtype, conv_inputs, gemm_in_kernels):
-    x, w, b, cp = conv_inputs(case, dtype, 14)
-    dout = np.random.default_rng(15).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
-    settings = dict(settings, conv_algorithm=algorithm)
-    ref = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=False))
-    got = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True))
-    for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
-        _assert_scaled(a, r, dtype, what)
-    got_input = _run(x, w, b, cp, dout, dict(settings, gemm_in_kernels=True), as_network_input=True)
-    assert got_input[1] is None
-    for a, r in zip(got_input[2:], got[2:]):
-        np.testing.assert_array_equal(a, r)
+    _check_compiled_against_numpy(case, dict(settings, conv_algorithm=algorithm), dtype, conv_inputs, 14)
