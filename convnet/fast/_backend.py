@@ -45,7 +45,7 @@ import os
 
 from convnet.fast._config import PUREPYTHON, REQUIRE_CYTHON
 
-__all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "GEMM_IN_KERNELS", "GEMM_ILP64", "conv_part", "VARIANTS",
+__all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "GEMM_IN_KERNELS", "GEMM_ILP64", "conv_part", "direct", "VARIANTS",
            "cpu_supports", "kernel_module",
            "im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes",
            "maxpool_forward",
@@ -127,11 +127,14 @@ if not PUREPYTHON:
         winograd_output, winograd_output_adjoint = _winograd.winograd_output, _winograd.winograd_output_adjoint
         winograd_filter, winograd_filter_adjoint = _winograd.winograd_filter, _winograd.winograd_filter_adjoint
         _conv_part = kernel_module("_conv_part")
+        _direct = kernel_module("_direct")
     except ImportError as exc:  # the extension was not built (or failed to load)
         IMPORT_ERROR = exc
 
 HAVE_CYTHON = not PUREPYTHON and IMPORT_ERROR is None
 
+# The direct convolution's kernels (convnet.fast.conv_direct), compiled only: None without them.
+direct = _direct if HAVE_CYTHON else None
 conv_part = None
 if HAVE_CYTHON:
     from convnet.fast._cblas import find_gemm

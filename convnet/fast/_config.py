@@ -39,7 +39,7 @@ __all__ = ["Settings", "config", "get_config", "settings", "CONV_ALGORITHMS", "s
 PUREPYTHON = flag("CONVNET_PUREPYTHON")
 REQUIRE_CYTHON = flag("CONVNET_REQUIRE_CYTHON")
 
-CONV_ALGORITHMS = ("auto", "im2col", "im2row", "pointwise", "winograd", "winograd2", "winograd4")
+CONV_ALGORITHMS = ("auto", "im2col", "im2row", "direct", "pointwise", "winograd", "winograd2", "winograd4")
 
 # Bounds the convolution's extra memory whatever the batch size (benchmarks/README.md: chunk sizes).
 DEFAULT_COLUMN_BUDGET = 64 * 2**20
@@ -327,16 +327,19 @@ def set_conv_algorithm(name: str) -> str:
 
     Parameters
     ----------
-    name : {'auto', 'im2col', 'im2row', 'pointwise', 'winograd', 'winograd2', 'winograd4'}
+    name : {'auto', 'im2col', 'im2row', 'direct', 'pointwise', 'winograd', 'winograd2', 'winograd4'}
         ``'im2col'``: im2col + GEMM for every layer. ``'im2row'``: its transposed layout (one row per
-        output pixel, channels last) for every layer. ``'pointwise'``: 1x1
+        output pixel, channels last) for every layer. ``'direct'``: stride-1 layers with
+        ``pad < min(HH, WW)`` straight from the padded input, without columns (compiled kernels), im2col
+        for the others. ``'pointwise'``: 1x1
         layers without padding as GEMMs on x as it lies (no im2col), im2col for
         the others. ``'winograd2'`` /
         ``'winograd4'``: Winograd F(2x2, 3x3) / F(4x4, 3x3) for every 3x3
         stride-1 layer (any padding), im2col for the others. ``'winograd'``:
         of those two, the one with fewer multiplications for the layer's output
         size (F(4x4, 3x3) unless partial edge tiles waste more than it saves).
-        ``'auto'`` (default): ``'pointwise'`` for 1x1 layers without padding;
+        ``'auto'`` (default): ``'pointwise'`` for 1x1 layers without padding; ``'direct'`` where it
+        is usable for layers of at most 8 input channels;
         for 3x3 stride-1 layers with at least 16 input and 16 output channels,
         when the compiled kernels are in use, ``'winograd'`` but F(4x4, 3x3)
         only on output maps of at least 16x16; for the other layers, with the compiled kernels,

@@ -5,6 +5,7 @@ Algorithms, each an object with one predicate ``is_usable_for(geometry)``:
 - :data:`~convnet.fast.conv_im2col.IM2COL`: im2col + GEMM, any layer;
 - :data:`~convnet.fast.conv_im2row.IM2ROW`: im2row + GEMM (the transposed layout), any layer;
 - :data:`~convnet.fast.conv_pointwise.POINTWISE`: 1x1 layers without padding, GEMMs on x as it lies;
+- :data:`~convnet.fast.conv_direct.DIRECT`: stride-1 layers, from the padded input without columns;
 - :data:`~convnet.fast.conv_winograd.WINOGRAD4`, :data:`~convnet.fast.conv_winograd.WINOGRAD2`:
   Winograd F(4x4, 3x3) and F(2x2, 3x3), 3x3 stride-1 layers.
 
@@ -20,6 +21,7 @@ from convnet import _checks
 from convnet.fast import _config, parallel
 from convnet.fast._backend import HAVE_CYTHON
 from convnet.fast._caches import ConvCache, check_fast_cache
+from convnet.fast.conv_direct import DIRECT
 from convnet.fast.conv_im2col import IM2COL
 from convnet.fast.conv_im2row import IM2ROW
 from convnet.fast.conv_pointwise import POINTWISE
@@ -27,7 +29,8 @@ from convnet.fast.conv_winograd import WINOGRAD2, WINOGRAD4
 from convnet.fast.inputs import is_network_input
 
 __all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE",
-           "WINOGRAD_MIN_PIXELS", "IM2ROW_MAX_WIDTH", "IM2ROW_MIN_PIXELS", "prefers_im2row"]
+           "WINOGRAD_MIN_PIXELS", "IM2ROW_MAX_WIDTH", "IM2ROW_MIN_PIXELS", "prefers_im2row", "DIRECT_MAX_CHANNELS",
+           "prefers_direct"]
 
 # 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
@@ -41,6 +44,16 @@ WINOGRAD_MIN_PIXELS = 256
 # wider rows make im2col's copies efficient, fewer pixels make the (pixels, K) GEMM short (benchmarks/README.md).
 IM2ROW_MAX_WIDTH = 16
 IM2ROW_MIN_PIXELS = 1024
+# 'auto' takes the direct convolution up to this many input channels: im2col's columns then copy each input
+# pixel HH*WW times for a GEMM of only C*HH*WW rows; from 16 channels (ResNet's 16x32x32) im2col is as fast or
+# faster (benchmarks/README.md).
+DIRECT_MAX_CHANNELS = 8
+
+
+def prefers_direct(g: _checks.ConvGeometry) -> bool:
+    """Whether ``'auto'`` takes the direct convolution: a layer it can run (stride 1, ``pad < min(HH, WW)``)
+    with at most :data:`DIRECT_MAX_CHANNELS` input channels, such as a network's first layer on RGB images."""
+    return g.C <= DIRECT_MAX_CHANNELS and DIRECT.is_usable_for(g)
 
 
 def prefers_im2row(g: _checks.ConvGeometry, itemsize: int) -> bool:
@@ -65,7 +78,9 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
     then im2col. ``'winograd2'``, ``'winograd4'``: that Winograd,
     then im2col. ``'winograd'``: the Winograd with fewer multiplications for
     this output size (a tie goes to F(2x2, 3x3), the more accurate), the other,
-    then im2col. ``'auto'``: the 1x1 GEMMs for 1x1 layers without padding; with the compiled kernels and at least
+    then im2col. ``'direct'``: the direct convolution where usable, then im2col.
+    ``'auto'``: the 1x1 GEMMs for 1x1 layers without padding; with the compiled kernels, the direct
+    convolution where :func:`prefers_direct`; with the compiled kernels and at least
     :data:`WINOGRAD_MIN_CHANNELS` input and output channels, as ``'winograd'``
     but F(4x4) only on output maps of at least :data:`WINOGRAD4_MIN_SIZE` both
     ways; for the other layers, with the compiled kernels, im2row where
@@ -78,6 +93,8 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
         return (IM2ROW,)
     if setting == "pointwise" or (setting == "auto" and POINTWISE.is_usable_for(g)):
         return (POINTWISE, IM2COL)
+    if setting == "direct" or (setting == "auto" and have_cython and prefers_direct(g)):
+        return (DIRECT, IM2COL)
     if setting == "winograd2":
         return (WINOGRAD2, IM2COL)
     if setting == "winograd4":

@@ -177,7 +177,8 @@ def test_set_num_threads_rejects_bad_values(bad, exc):
 
 def test_conv_algorithm_switch_validates_and_round_trips(conv_algorithm):
     assert fast.get_conv_algorithm() == "auto"
-    assert set(fast.CONV_ALGORITHMS) == {"auto", "im2col", "im2row", "pointwise", "winograd", "winograd2", "winograd4"}
+    assert set(fast.CONV_ALGORITHMS) == {"auto", "im2col", "im2row", "direct", "pointwise", "winograd", "winograd2",
+                                     "winograd4"}
     assert conv_algorithm("winograd") == "auto"
     assert conv_algorithm("im2col") == "winograd"
     assert fast.get_conv_algorithm() == "im2col"

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import convnet.fast as fast
 from convnet import _checks
 from convnet.fast import FastConv, _backend, _numpy, network_input
-from convnet.fast.conv import IM2ROW_MAX_WIDTH, IM2ROW_MIN_PIXELS, choose
+from convnet.fast.conv import IM2ROW_MAX_WIDTH, IM2ROW_MIN_PIXELS, choose, prefers_direct, prefers_im2row
 from convnet.fast.conv_im2col import IM2COL
 from convnet.fast.conv_im2row import IM2ROW
 
@@ -198,9 +198,9 @@ def test_im2row_chunks_parts_and_a_network_input(dtype, conv_inputs, tol):
     ((15, 32, 16, 16, 64, 3, 3, 2, 1), False),   # 960
     ((32, 32, 32, 32, 64, 3, 3, 2, 1), False),   # C3: 16-wide output rows
     ((32, 16, 32, 32, 32, 3, 3, 2, 1), False),   # the first downsampling layer: 16-wide too
-    ((32, 6, 14, 14, 16, 5, 5, 1, 0), True),     # LeNet's second 5x5: 5*6 >= 10
+    ((32, 6, 14, 14, 16, 5, 5, 1, 0), True),     # LeNet's second 5x5: 5*6 >= 10 (auto: direct, 6 channels)
     ((32, 3, 32, 32, 6, 5, 5, 1, 0), False),     # LeNet's first: 28-wide
-    ((64, 3, 9, 9, 4, 3, 3, 1, 1), True),        # 3*3 >= 9
+    ((64, 3, 9, 9, 4, 3, 3, 1, 1), True),        # 3*3 >= 9 (auto: direct, 3 channels)
     ((64, 3, 10, 10, 4, 3, 3, 1, 1), False),     # 3*3 < 10
     ((32, 64, 12, 12, 64, 3, 3, 1, 1), False),   # Winograd
     ((32, 64, 16, 16, 64, 1, 1, 2, 0), False),   # a 1x1 shortcut: the pointwise GEMMs
@@ -208,6 +208,9 @@ def test_im2row_chunks_parts_and_a_network_input(dtype, conv_inputs, tol):
 def test_auto_picks_im2row_in_float32_where_kernel_rows_outrun_short_output_rows(case, expect, conv_inputs,
                                                                                  have_cython):
     g = _checks.conv_args(*conv_inputs(case, np.float32, 0))
+    assert prefers_im2row(g, 4) or not expect  # Winograd and the pointwise GEMMs come first where they apply
+    # So does the direct convolution where it is preferred and usable (compiled kernels).
+    expect = expect and not (prefers_direct(g) and have_cython)
     assert (choose(g, "auto", have_cython=True, itemsize=4) is IM2ROW) is expect
     assert choose(g, "auto", have_cython=True, itemsize=8) is not IM2ROW  # float64: im2col's copies are cheaper
     assert choose(g, "auto", have_cython=False, itemsize=4) is not IM2ROW  # the numpy kernels' copies do not pay

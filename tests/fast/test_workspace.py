@@ -96,7 +96,7 @@ from convnet.fast import FastConv
 rng = np.random.default_rng(0)
 x = rng.standard_normal((32, 6, 14, 14)).astype(np.float32)
 w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
-with fast.config(workspace_limit=int(sys.argv[1])):
+with fast.config(workspace_limit=int(sys.argv[1]), conv_algorithm="im2col"):
     out, cache = FastConv.forward(x, w, np.zeros(16, np.float32), {"stride": 1, "pad": 0})
     for _ in range(3):
         FastConv.backward(out, cache)

@@ -1,0 +1,150 @@
+"""Direct convolution for stride-1 layers with few channels: no im2col columns.
+
+A layer such as LeNet's first, 3 channels to 6 filters of 5x5, makes im2col
+columns 75 times each input pixel, and then a GEMM of only 6 rows reads them
+back: the copies, not the multiplications, take the time. Here each image is
+padded once into a small plane stack and the compiled kernels
+(``convnet/_fast/_direct.pyx``) accumulate blocks of outputs in registers
+straight from it:
+
+- forward: ``fb`` filters times a vector of one output row at a time;
+- dx: the same kernel on dout padded by ``kernel - 1 - pad``, with the filters
+  flipped and their two channel axes swapped;
+- dw: sums over the pixels of dout times the padded image, 2 filters by 6 taps
+  at a time.
+
+Extra memory is one padded image per thread, whatever N. Usable with the
+compiled kernels only, for stride 1 and ``pad < min(HH, WW)``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+
+from convnet import _checks
+from convnet.fast import _backend, workspace
+from convnet.fast.conv_im2col import bias_gradient
+
+__all__ = ["Direct", "DIRECT", "filter_block"]
+
+# dw pads this many bytes of images at a time and sums them in each pass over its taps (an L2 cache's share).
+DW_CHUNK_BYTES = 128 * 2**10
+# The forward kernel's filter blocks: 1 to 6 filters per pass (six ymm pairs of accumulators fill the registers).
+MAX_BLOCK = 6
+
+
+def filter_block(F: int) -> int:
+    """Filters the forward kernel holds per pass for a layer of ``F`` filters: all of them up to
+    :data:`MAX_BLOCK`, else the block of 4 to 6 that pads ``F`` least (the larger on a tie)."""
+    if F <= MAX_BLOCK:
+        return F
+    return min(range(MAX_BLOCK, 3, -1), key=lambda fb: -(-F // fb) * fb)
+
+
+def _blocked(wmat, fb):
+    """(F, T) filters as (ceil(F/fb), T, fb), zero filters past F: one pass's weights for a tap side by side."""
+    F, T = wmat.shape
+    nblk = -(-F // fb)
+    out = np.zeros((nblk * fb, T), dtype=wmat.dtype)
+    out[:F] = wmat
+    return np.ascontiguousarray(out.reshape(nblk, fb, T).transpose(0, 2, 1)).ravel()
+
+
+def _offsets(C, HH, WW, Hp, Wpp, multiple=1):
+    """Offsets of the taps (c, ky, kx), in im2col's order, in a (C, Hp, Wpp) stack; padded with 0s to a multiple."""
+    c, ky, kx = np.meshgrid(np.arange(C), np.arange(HH), np.arange(WW), indexing="ij")
+    off = ((c * Hp + ky) * Wpp + kx).ravel().astype(np.intp)
+    off = np.concatenate([off, np.zeros(-len(off) % multiple, dtype=np.intp)])
+    off.setflags(write=False)
+    return off
+
+
+def _row_width(width_out, WW, itemsize):
+    """Elements per padded row: whole pairs of vectors of ``width_out`` outputs, plus the kernel's reach."""
+    lanes = _backend.direct.lanes(itemsize)
+    return -(-width_out // lanes) * lanes + WW - 1
+
+
+class _Layout(NamedTuple):
+    """Where a layer's kernels read: x padded into (C, Hp, Wpp) with tap offsets ``off`` (dw's, ``dw_off``, in
+    multiples of its tap block), and dout padded into (F, Hq, Wq) with offsets ``dx_off`` for dx."""
+    Hp: int
+    Wpp: int
+    off: np.ndarray
+    dw_off: np.ndarray
+    Hq: int
+    Wq: int
+    dx_off: np.ndarray
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(C, F, H, W, HH, WW, pad, itemsize):
+    # Cached: the offsets cost more to build than a small layer's forward pass.
+    W_out = W + 2 * pad - WW + 1
+    Hp, Wpp = H + 2 * pad, _row_width(W_out, WW, itemsize)
+    Hq, Wq = H + HH - 1, _row_width(W, WW, itemsize)
+    return _Layout(Hp, Wpp, _offsets(C, HH, WW, Hp, Wpp), _offsets(C, HH, WW, Hp, Wpp, _backend.direct.DW_TAPS),
+                   Hq, Wq, _offsets(F, HH, WW, Hq, Wq))
+
+
+def _layout_of(g, itemsize):
+    return _layout(g.C, g.F, g.H, g.W, g.HH, g.WW, g.pad, itemsize)
+
+
+class Direct:
+    """The direct convolution for :class:`~convnet.fast.FastConv`, on images ``lo:hi`` of the batch."""
+
+    name = "direct"
+
+    def is_usable_for(self, g: _checks.ConvGeometry) -> bool:
+        """Stride 1 with ``pad < min(HH, WW)`` (dx's adjoint pads dout by ``kernel - 1 - pad``), with compiled
+        kernels that have the vector code (GCC or clang builds)."""
+        return (_backend.direct is not None and _backend.direct.VECTORIZED and g.stride == 1
+                and g.pad < min(g.HH, g.WW))
+
+    def filter_operand(self, w, g, s):
+        """(blocked filters, block) for the forward kernel."""
+        fb = filter_block(g.F)
+        return _blocked(w.reshape(g.F, -1), fb), fb
+
+    def backward_operand(self, w, g, s):
+        """(blocked flipped filters with channels and filters swapped, block) for dx."""
+        fb = filter_block(g.C)
+        flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(g.C, -1)
+        return _blocked(flipped, fb), fb
+
+    def filter_gradient(self, dw, shape, s):
+        """dw (F, taps padded to the kernel's block), summed over the parts, in the filters' shape."""
+        F, C, HH, WW = shape
+        return np.ascontiguousarray(dw[:, :C * HH * WW]).reshape(shape)
+
+    def forward(self, x, operand, b, out, g, lo, hi, share, s):
+        """out[lo:hi] (N, F, H_out, W_out)."""
+        wt, fb = operand
+        lay = _layout_of(g, x.itemsize)
+        bias = np.zeros(len(wt) // len(lay.off), dtype=x.dtype)
+        bias[:g.F] = b
+        scratch = workspace.empty("direct.pad", (g.C * lay.Hp * lay.Wpp,), x.dtype)
+        _backend.direct.correlate(x, wt, bias, out, scratch, lay.off, fb, lay.Hp, lay.Wpp, g.pad, g.pad, lo, hi)
+
+    def backward(self, x, operand, dout, dx, g, lo, hi, share, s):
+        """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, taps
+        padded), and of db, (F,) float64."""
+        lay = _layout_of(g, x.itemsize)
+        dw = np.zeros((g.F, len(lay.dw_off)), dtype=x.dtype)
+        per_image = g.C * lay.Hp * lay.Wpp
+        nb = max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))
+        scratch = workspace.empty("direct.pad", (nb * per_image,), x.dtype)
+        _backend.direct.filter_gradient(x, dout, dw, scratch, np.zeros(g.W_out + 8, dtype=x.dtype), lay.dw_off,
+                                        lay.Hp, lay.Wpp, g.pad, lo, hi, nb)
+        if dx is not None:
+            wt, fb = operand
+            dscratch = workspace.empty("direct.dpad", (g.F * lay.Hq * lay.Wq,), x.dtype)
+            _backend.direct.correlate(dout, wt, np.zeros(len(wt) // len(lay.dx_off), dtype=x.dtype), dx, dscratch,
+                                      lay.dx_off, fb, lay.Hq, lay.Wq, g.HH - 1 - g.pad, g.WW - 1 - g.pad, lo, hi)
+        return dw, bias_gradient(dout, lo, hi)
+
+
+DIRECT = Direct()
