@@ -259,24 +259,17 @@ cdef inline Block _block(const Task* t, int b) noexcept nogil:
     return k
 
 
-cdef void _block_direct(const Job* job, int b) noexcept nogil:
-    # Block b straight into its output.
+cdef void _block_into(const Job* job, int b, bint scratch) noexcept nogil:
+    # Block b straight into its output, or (the worker's) into the scratch, for the caller to commit.
     cdef const Task* t = &job.task[job.task_of[b]]
     cdef Block k = _block(t, b)
     cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
     cdef Py_ssize_t i
     for i in range(k.i0, k.i1):
-        _gemm_rows(t, i, k.r0, k.r1, <char*>t.C + (i * t.sc + k.r0 * t.ldc) * size, t.ldc, t.beta)
-
-
-cdef void _block_scratch(const Job* job, int b) noexcept nogil:
-    # The worker's block b into the scratch.
-    cdef const Task* t = &job.task[job.task_of[b]]
-    cdef Block k = _block(t, b)
-    cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
-    cdef Py_ssize_t i
-    for i in range(k.i0, k.i1):
-        _gemm_rows(t, i, k.r0, k.r1, _scratch + (t.offset + (i * t.M + k.r0) * t.N) * size, t.N, 0)
+        if scratch:
+            _gemm_rows(t, i, k.r0, k.r1, _scratch + (t.offset + (i * t.M + k.r0) * t.N) * size, t.N, 0)
+        else:
+            _gemm_rows(t, i, k.r0, k.r1, <char*>t.C + (i * t.sc + k.r0 * t.ldc) * size, t.ldc, t.beta)
 
 
 cdef void _commit(const Job* job, int b) noexcept nogil:
@@ -329,7 +322,7 @@ cdef void _worker_loop() noexcept nogil:
             if cp_cas(&_job.state[b], FREE, WORKER):
                 if _stall > 0:
                     cp_sleep(_stall)
-                _block_scratch(&_job, b)
+                _block_into(&_job, b, True)
                 if not cp_cas(&_job.state[b], WORKER, READY):
                     break  # taken back: the caller holds every block now
         cp_store(&_finished, seen)
@@ -350,7 +343,7 @@ cdef void _run(Job* job, bint split) noexcept nogil:
             _scratch, _scratch_bytes = grown, job.scratch * sizeof(double)
     if not split or job.nblocks < 2:
         for b in range(job.nblocks):
-            _block_direct(job, b)
+            _block_into(job, b, False)
         return
     memcpy(&_job, job, sizeof(Job))
     cp_store(&_posted, cp_load(&_posted) + 1)
@@ -361,7 +354,7 @@ cdef void _run(Job* job, bint split) noexcept nogil:
     t0 = cp_seconds()
     for b in range(_job.nblocks):
         if cp_cas(&_job.state[b], FREE, CALLER):
-            _block_direct(&_job, b)
+            _block_into(&_job, b, False)
             mine += 1
     block = (cp_seconds() - t0) / max(mine, 1)
     for b in range(_job.nblocks):
@@ -372,7 +365,7 @@ cdef void _run(Job* job, bint split) noexcept nogil:
                 cp_pause()
                 st = cp_load(&_job.state[b])
             if st == WORKER and cp_cas(&_job.state[b], WORKER, TAKEN):
-                _block_direct(&_job, b)
+                _block_into(&_job, b, False)
                 _taken += 1
                 continue
             st = cp_load(&_job.state[b])

@@ -72,33 +72,24 @@ cdef extern from *:
 
     #define DC_DW_FB 2
     #define DC_DW_TB 6
-    /* The masked vector at p, whose first Wo - full lanes are in the row (zeros needs Wo + L elements). */ \\
-    #define DC_TAIL(T, p) ((p) + L <= dend || ((p) >= zeros && (p) < zeros + Wo + L) ?                      \\
-        (V)((M)(*(const V *)(p)) & mask) : dc_tail_##T((p), Wo - full))
-    static inline dc_vfloat dc_tail_float(const float *p, Py_ssize_t n)
-    { float t[8] = {0}; memcpy(t, p, n * sizeof(float)); return *(const dc_vfloat *)t; }
-    static inline dc_vdouble dc_tail_double(const double *p, Py_ssize_t n)
-    { double t[4] = {0}; memcpy(t, p, n * sizeof(double)); return *(const dc_vdouble *)t; }
-
-    /* dw[f, t] += sum over nimg images' pixels of dout[f] * xp[t]; ntaps a multiple of DC_DW_TB. */
+    /* dw[f, t] += sum over nimg images' pixels of dy[f] * xp[t]; ntaps a multiple of DC_DW_TB. dy's rows
+       are Wq >= Wo long, zero past Wo (a copy); the lanes of x past Wo are masked too (an infinity there
+       times zero would make NaN). */
     #define DC_DW(T)                                                                                      \\
     static void dc_dw_##T(const T *restrict xp, Py_ssize_t Wpp, const Py_ssize_t *restrict off, Py_ssize_t ntaps, \\
-                          Py_ssize_t xstride, const T *restrict dy, Py_ssize_t dystride,                  \\
-                          const T *restrict zeros, Py_ssize_t nimg, Py_ssize_t F, Py_ssize_t Ho,          \\
-                          Py_ssize_t Wo, T *restrict dw)                                                  \\
+                          Py_ssize_t xstride, const T *restrict dy, const T *restrict zeros, Py_ssize_t nimg, \\
+                          Py_ssize_t F, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Wq, T *restrict dw)       \\
     {                                                                                                     \\
         typedef DC_V(T) V;                                                                                \\
         typedef DC_M(T) M;                                                                                \\
         enum { L = sizeof(V) / sizeof(T) };                                                               \\
-        Py_ssize_t full = Wo - Wo % L;                                                                    \\
-        /* A row's tail is read as a whole vector, and masked, unless that would pass dout's end. */        \\
-        const T *dend = dy + (nimg - 1) * dystride + F * Ho * Wo;                                         \\
+        Py_ssize_t full = Wo - Wo % L, plane = Ho * Wq;                                                   \\
         M mask;                                                                                           \\
         for (int l = 0; l < L; l++) mask[l] = l < Wo - full ? -1 : 0;                                     \\
         for (Py_ssize_t fb = 0; fb < F; fb += DC_DW_FB) {                                                 \\
             /* An odd F's last pass pairs its filter with a row of zeros. */                              \\
-            const T *d0 = dy + fb * Ho * Wo, *d1 = fb + 1 < F ? d0 + Ho * Wo : zeros;                     \\
-            Py_ssize_t s1 = fb + 1 < F ? Wo : 0, n1 = fb + 1 < F ? dystride : 0;                          \\
+            const T *d0 = dy + fb * plane, *d1 = fb + 1 < F ? d0 + plane : zeros;                         \\
+            Py_ssize_t s1 = fb + 1 < F ? Wq : 0, n1 = fb + 1 < F ? F * plane : 0;                         \\
             for (Py_ssize_t t0 = 0; t0 < ntaps; t0 += DC_DW_TB) {                                         \\
                 V a[DC_DW_TB], b[DC_DW_TB];                                                               \\
                 for (int t = 0; t < DC_DW_TB; t++) { a[t] = (V){0}; b[t] = (V){0}; }                      \\
@@ -106,7 +97,7 @@ cdef extern from *:
                 for (Py_ssize_t n = 0; n < nimg; n++)                                                     \\
                 for (Py_ssize_t oy = 0; oy < Ho; oy++) {                                                  \\
                     const T *restrict xrow = xp + n * xstride + oy * Wpp;                                 \\
-                    const T *restrict r0 = d0 + n * dystride + oy * Wo, *restrict r1 = d1 + n * n1 + oy * s1; \\
+                    const T *restrict r0 = d0 + n * F * plane + oy * Wq, *restrict r1 = d1 + n * n1 + oy * s1; \\
                     Py_ssize_t ox0 = 0;                                                                   \\
                     for (; ox0 < full; ox0 += L) {                                                        \\
                         V e0 = *(const V *)(r0 + ox0), e1 = *(const V *)(r1 + ox0);                       \\
@@ -116,7 +107,7 @@ cdef extern from *:
                         }                                                                                 \\
                     }                                                                                     \\
                     if (ox0 < Wo) {                                                                       \\
-                        V e0 = DC_TAIL(T, r0 + ox0), e1 = DC_TAIL(T, r1 + ox0);                           \\
+                        V e0 = *(const V *)(r0 + ox0), e1 = *(const V *)(r1 + ox0);                       \\
                         for (int t = 0; t < DC_DW_TB; t++) {                                              \\
                             V xv = (V)((M)(*(const V *)(xrow + o[t] + ox0)) & mask);                      \\
                             a[t] += e0 * xv; b[t] += e1 * xv;                                             \\
@@ -132,6 +123,7 @@ cdef extern from *:
             }                                                                                             \\
         }                                                                                                 \\
     }
+
     DC_FORWARD(float, 1) DC_FORWARD(float, 2) DC_FORWARD(float, 3)
     DC_FORWARD(float, 4) DC_FORWARD(float, 5) DC_FORWARD(float, 6)
     DC_FORWARD(double, 1) DC_FORWARD(double, 2) DC_FORWARD(double, 3)
@@ -144,8 +136,9 @@ cdef extern from *:
     #define DC_DW_TB 6
     #define DC_STUB(T) static void dc_stub_##T(const T *a, Py_ssize_t b, const Py_ssize_t *c, Py_ssize_t d, \\
         const T *e, const T *f, T *g, Py_ssize_t h, Py_ssize_t i, Py_ssize_t j) {}                          \\
-        static void dc_dw_##T(const T *a, Py_ssize_t b, const Py_ssize_t *c, Py_ssize_t d, const T *e,      \\
-                              const T *f, Py_ssize_t g, Py_ssize_t h, Py_ssize_t i, T *j) {}
+        static void dc_dw_##T(const T *a, Py_ssize_t b, const Py_ssize_t *c, Py_ssize_t d, Py_ssize_t e,     \\
+                          const T *f, const T *g, Py_ssize_t h, Py_ssize_t i, Py_ssize_t j, Py_ssize_t k,  \\
+                          Py_ssize_t l, T *m) {}
     DC_STUB(float) DC_STUB(double)
     #define DC_TABLE(T) {0, dc_stub_##T, dc_stub_##T, dc_stub_##T, dc_stub_##T, dc_stub_##T, dc_stub_##T}
     #endif
@@ -166,9 +159,9 @@ cdef extern from *:
     ffwd *dc_forward_float
     dfwd *dc_forward_double
     void dc_dw_float(const float *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t, Py_ssize_t, const float *,
-                     Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *) noexcept nogil
+                     const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *) noexcept nogil
     void dc_dw_double(const double *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t, Py_ssize_t, const double *,
-                      Py_ssize_t, const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                      const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                       double *) noexcept nogil
 
 # Whether this build has the kernels (the stubs of a compiler without vector extensions do nothing).
@@ -217,12 +210,26 @@ def correlate(const floating[:, :, :, ::1] x, const floating[::1] wt, const floa
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
+cdef void _pad_rows(const floating *src, Py_ssize_t rows, Py_ssize_t W, floating *dst,
+                    Py_ssize_t Wq) noexcept nogil:
+    # Rows of W copied to rows of Wq with zeros after: dw reads dout's rows in whole vectors.
+    cdef Py_ssize_t i
+    for i in range(rows):
+        memcpy(dst + i * Wq, src + i * W, W * sizeof(floating))
+        memset(dst + i * Wq + W, 0, (Wq - W) * sizeof(floating))
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
 def filter_gradient(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] dw,
-                    floating[::1] scratch, const floating[::1] zeros, const Py_ssize_t[::1] off,
-                    Py_ssize_t Hp, Py_ssize_t Wpp, Py_ssize_t pad, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb):
-    """dw (F, ntaps) += sum over images lo:hi and output pixels of dout[n, f] * x[n] padded at tap t, nb
-    images padded into scratch at a time (each pass over the taps then sums nb images before its reduction).
-    ``off`` has a multiple of DW_TAPS taps; zeros holds W_out + 8 zeros."""
+                    floating[::1] scratch, floating[::1] dscratch, const floating[::1] zeros,
+                    const Py_ssize_t[::1] off, Py_ssize_t Hp, Py_ssize_t Wpp, Py_ssize_t Wq, Py_ssize_t pad,
+                    Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb):
+    """dw (F, ntaps) += sum over images lo:hi and output pixels of dout[n, f] * x[n] padded at tap t.
+
+    nb images at a time are padded into scratch (nb, C, Hp, Wpp) and their dout into dscratch
+    (nb, F, H_out, Wq), rows zero past W_out; each pass over the taps sums them all before its
+    reduction. ``off`` has a multiple of DW_TAPS taps; zeros holds Wq zeros."""
     cdef Py_ssize_t n0, n, m, ntaps = off.shape[0], C = x.shape[1]
     cdef Py_ssize_t F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3], S = C * Hp * Wpp
     n0 = lo
@@ -231,10 +238,11 @@ def filter_gradient(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
             m = min(nb, hi - n0)
             for n in range(m):
                 _pad_image(&x[n0 + n, 0, 0, 0], C, x.shape[2], x.shape[3], &scratch[n * S], Hp, Wpp, pad, pad)
+            _pad_rows(&dout[n0, 0, 0, 0], m * F * Ho, Wo, &dscratch[0], Wq)
             if floating is float:
-                dc_dw_float(&scratch[0], Wpp, &off[0], ntaps, S, &dout[n0, 0, 0, 0], F * Ho * Wo, &zeros[0],
-                            m, F, Ho, Wo, &dw[0, 0])
+                dc_dw_float(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], &zeros[0], m, F, Ho, Wo, Wq,
+                            &dw[0, 0])
             else:
-                dc_dw_double(&scratch[0], Wpp, &off[0], ntaps, S, &dout[n0, 0, 0, 0], F * Ho * Wo, &zeros[0],
-                             m, F, Ho, Wo, &dw[0, 0])
+                dc_dw_double(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], &zeros[0], m, F, Ho, Wo, Wq,
+                             &dw[0, 0])
             n0 += m

@@ -69,7 +69,8 @@ def _row_width(width_out, WW, itemsize):
 
 class _Layout(NamedTuple):
     """Where a layer's kernels read: x padded into (C, Hp, Wpp) with tap offsets ``off`` (dw's, ``dw_off``, in
-    multiples of its tap block), and dout padded into (F, Hq, Wq) with offsets ``dx_off`` for dx."""
+    multiples of its tap block), dout padded into (F, Hq, Wq) with offsets ``dx_off`` for dx, and dout's rows
+    copied into rows of ``Wq_dw`` (whole vectors) for dw."""
     Hp: int
     Wpp: int
     off: np.ndarray
@@ -77,6 +78,7 @@ class _Layout(NamedTuple):
     Hq: int
     Wq: int
     dx_off: np.ndarray
+    Wq_dw: int
 
 
 @functools.lru_cache(maxsize=256)
@@ -86,7 +88,7 @@ def _layout(C, F, H, W, HH, WW, pad, itemsize):
     Hp, Wpp = H + 2 * pad, _row_width(W_out, WW, itemsize)
     Hq, Wq = H + HH - 1, _row_width(W, WW, itemsize)
     return _Layout(Hp, Wpp, _offsets(C, HH, WW, Hp, Wpp), _offsets(C, HH, WW, Hp, Wpp, _backend.direct.DW_TAPS),
-                   Hq, Wq, _offsets(F, HH, WW, Hq, Wq))
+                   Hq, Wq, _offsets(F, HH, WW, Hq, Wq), -(-W_out // (32 // itemsize)) * (32 // itemsize))
 
 
 def _layout_of(g, itemsize):
@@ -134,15 +136,16 @@ class Direct:
         padded), and of db, (F,) float64."""
         lay = _layout_of(g, x.itemsize)
         dw = np.zeros((g.F, len(lay.dw_off)), dtype=x.dtype)
-        per_image = g.C * lay.Hp * lay.Wpp
+        per_image = g.C * lay.Hp * lay.Wpp + g.F * g.H_out * lay.Wq_dw
         nb = max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))
-        scratch = workspace.empty("direct.pad", (nb * per_image,), x.dtype)
-        _backend.direct.filter_gradient(x, dout, dw, scratch, np.zeros(g.W_out + 8, dtype=x.dtype), lay.dw_off,
-                                        lay.Hp, lay.Wpp, g.pad, lo, hi, nb)
+        scratch = workspace.empty("direct.pad", (nb * g.C * lay.Hp * lay.Wpp,), x.dtype)
+        dscratch = workspace.empty("direct.dout", (nb * g.F * g.H_out * lay.Wq_dw,), x.dtype)
+        _backend.direct.filter_gradient(x, dout, dw, scratch, dscratch, np.zeros(lay.Wq_dw, dtype=x.dtype),
+                                        lay.dw_off, lay.Hp, lay.Wpp, lay.Wq_dw, g.pad, lo, hi, nb)
         if dx is not None:
             wt, fb = operand
-            dscratch = workspace.empty("direct.dpad", (g.F * lay.Hq * lay.Wq,), x.dtype)
-            _backend.direct.correlate(dout, wt, np.zeros(len(wt) // len(lay.dx_off), dtype=x.dtype), dx, dscratch,
+            dpad = workspace.empty("direct.dout", (g.F * lay.Hq * lay.Wq,), x.dtype)  # dw is done with it
+            _backend.direct.correlate(dout, wt, np.zeros(len(wt) // len(lay.dx_off), dtype=x.dtype), dx, dpad,
                                       lay.dx_off, fb, lay.Hq, lay.Wq, g.HH - 1 - g.pad, g.WW - 1 - g.pad, lo, hi)
         return dw, bias_gradient(dout, lo, hi)
 
