@@ -13,7 +13,7 @@ straight from it:
 - dw: sums over the pixels of dout times the padded image, 2 filters by 6 taps
   at a time.
 
-Extra memory is one padded image per thread, whatever N. Usable with the
+Extra memory is a few padded images per thread, whatever N. Usable with the
 compiled kernels only, for stride 1 and ``pad < min(HH, WW)``.
 """
 from __future__ import annotations
@@ -79,6 +79,7 @@ class _Layout(NamedTuple):
     Wq: int
     dx_off: np.ndarray
     Wq_dw: int
+    zeros: np.ndarray  # Wq_dw zeros (dw's partner of an odd F's last filter) and dx's zero bias, read-only
 
 
 @functools.lru_cache(maxsize=256)
@@ -87,8 +88,12 @@ def _layout(C, F, H, W, HH, WW, pad, itemsize):
     W_out = W + 2 * pad - WW + 1
     Hp, Wpp = H + 2 * pad, _row_width(W_out, WW, itemsize)
     Hq, Wq = H + HH - 1, _row_width(W, WW, itemsize)
+    Wq_dw = -(-W_out // (32 // itemsize)) * (32 // itemsize)
+    zeros = np.zeros(max(Wq_dw, -(-C // filter_block(C)) * filter_block(C)), dtype=np.float32 if itemsize == 4
+                     else np.float64)
+    zeros.setflags(write=False)
     return _Layout(Hp, Wpp, _offsets(C, HH, WW, Hp, Wpp), _offsets(C, HH, WW, Hp, Wpp, _backend.direct.DW_TAPS),
-                   Hq, Wq, _offsets(F, HH, WW, Hq, Wq), -(-W_out // (32 // itemsize)) * (32 // itemsize))
+                   Hq, Wq, _offsets(F, HH, WW, Hq, Wq), Wq_dw, zeros)
 
 
 def _layout_of(g, itemsize):
@@ -140,13 +145,13 @@ class Direct:
         nb = max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))
         scratch = workspace.empty("direct.pad", (nb * g.C * lay.Hp * lay.Wpp,), x.dtype)
         dscratch = workspace.empty("direct.dout", (nb * g.F * g.H_out * lay.Wq_dw,), x.dtype)
-        _backend.direct.filter_gradient(x, dout, dw, scratch, dscratch, np.zeros(lay.Wq_dw, dtype=x.dtype),
-                                        lay.dw_off, lay.Hp, lay.Wpp, lay.Wq_dw, g.pad, lo, hi, nb)
+        _backend.direct.filter_gradient(x, dout, dw, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp, lay.Wpp,
+                                        lay.Wq_dw, g.pad, lo, hi, nb)
         if dx is not None:
             wt, fb = operand
             dpad = workspace.empty("direct.dout", (g.F * lay.Hq * lay.Wq,), x.dtype)  # dw is done with it
-            _backend.direct.correlate(dout, wt, np.zeros(len(wt) // len(lay.dx_off), dtype=x.dtype), dx, dpad,
-                                      lay.dx_off, fb, lay.Hq, lay.Wq, g.HH - 1 - g.pad, g.WW - 1 - g.pad, lo, hi)
+            _backend.direct.correlate(dout, wt, lay.zeros, dx, dpad, lay.dx_off, fb, lay.Hq, lay.Wq,
+                                      g.HH - 1 - g.pad, g.WW - 1 - g.pad, lo, hi)
         return dw, bias_gradient(dout, lo, hi)
 
 

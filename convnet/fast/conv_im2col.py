@@ -58,8 +58,13 @@ def split_gemms(g: _checks.ConvGeometry, s, lo: int, hi: int) -> bool:
 
 
 def bias_gradient(dout, lo: int, hi: int) -> np.ndarray:
-    """db's share of images lo:hi, (F,) float64: dout (N, F, H_out, W_out) summed over all but F."""
-    return dout[lo:hi].sum(axis=(0, 2, 3), dtype=np.float64)
+    """db's share of images lo:hi, (F,) float64: dout (N, F, H_out, W_out), C-contiguous, summed over all but F.
+
+    Each image's planes are summed in dout's dtype by one BLAS matrix-vector product, and those sums over
+    the images in float64: numpy's float64 sum of float32 data converts element by element, 2-5x slower
+    (benchmarks/README.md)."""
+    d3 = dout[lo:hi].reshape(hi - lo, dout.shape[1], -1)
+    return np.matmul(d3, np.ones(d3.shape[2], dtype=dout.dtype)).sum(axis=0, dtype=np.float64)
 
 
 def _geometry(x, kernel_height, kernel_width, stride, pad):

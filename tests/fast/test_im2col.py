@@ -161,3 +161,17 @@ def test_wrappers_reject_bad_arguments():
         fast.col2im(np.zeros((18, 4)), (1, 2, 4), 3, 3, 1, 0)
     with pytest.raises(ValueError):
         fast.col2im(np.zeros((18, 4)), (1, 2, 4, -4), 3, 3, 1, 0)
+
+
+@pytest.mark.parametrize("dtype, rel", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_bias_gradient_sums_images_lo_to_hi(dtype, rel):
+    # Offset dout so that the sums are large: the per-image sums in dout's dtype must still be within
+    # rounding of the exact ones, relative to the sum of the terms' sizes.
+    from convnet.fast.conv_im2col import bias_gradient
+
+    dout = (np.random.default_rng(0).standard_normal((6, 3, 31, 29)) + 3).astype(dtype)
+    db = bias_gradient(dout, 1, 5)
+    exact = dout[1:5].astype(np.float64).sum(axis=(0, 2, 3))
+    assert db.dtype == np.float64 and db.shape == (3,)
+    assert np.all(np.abs(db - exact) <= rel * np.abs(dout[1:5]).astype(np.float64).sum(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(bias_gradient(np.ones((2, 2, 1, 1), dtype), 0, 1), [1.0, 1.0])
