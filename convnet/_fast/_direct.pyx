@@ -27,12 +27,13 @@ cdef extern from *:
     """
     /* GCC and clang vector extensions (32-byte vectors: ymm with AVX2, xmm pairs on the SSE2 baseline) make the
        accumulators registers; other compilers get no direct convolution (DC_VECTORIZED 0, stubs). */
+    #define DC_VBYTES 32
     #if defined(__GNUC__) || defined(__clang__)
     #define DC_VECTORIZED 1
-    typedef float dc_vfloat __attribute__((vector_size(32), aligned(4)));
-    typedef double dc_vdouble __attribute__((vector_size(32), aligned(8)));
-    typedef int dc_mfloat __attribute__((vector_size(32)));
-    typedef long long dc_mdouble __attribute__((vector_size(32)));
+    typedef float dc_vfloat __attribute__((vector_size(DC_VBYTES), aligned(4)));
+    typedef double dc_vdouble __attribute__((vector_size(DC_VBYTES), aligned(8)));
+    typedef int dc_mfloat __attribute__((vector_size(DC_VBYTES)));
+    typedef long long dc_mdouble __attribute__((vector_size(DC_VBYTES)));
     #define DC_V(T) dc_v##T
     #define DC_M(T) dc_m##T
 
@@ -151,6 +152,7 @@ cdef extern from *:
     static const dc_forward_double_fn dc_forward_double[7] = DC_TABLE(double);
     """
     int DC_VECTORIZED
+    int DC_VBYTES
     int DC_DW_TB
     ctypedef void (*ffwd)(const float *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t, const float *, const float *, float *,
                           Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
@@ -171,8 +173,13 @@ DW_TAPS = DC_DW_TB
 
 
 def lanes(Py_ssize_t itemsize):
-    """Outputs of a row the forward kernel computes at once: two 32-byte vectors."""
-    return 64 // itemsize
+    """Outputs of a row the forward kernel computes at once: two vectors."""
+    return 2 * DC_VBYTES // itemsize
+
+
+def dw_lanes(Py_ssize_t itemsize):
+    """Outputs of a row dw reads at once: one vector (dout's rows are copied in multiples of it)."""
+    return DC_VBYTES // itemsize
 
 
 @cython.boundscheck(False)

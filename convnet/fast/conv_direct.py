@@ -88,7 +88,7 @@ def _layout(C, F, H, W, HH, WW, pad, itemsize):
     W_out = W + 2 * pad - WW + 1
     Hp, Wpp = H + 2 * pad, _row_width(W_out, WW, itemsize)
     Hq, Wq = H + HH - 1, _row_width(W, WW, itemsize)
-    Wq_dw = -(-W_out // (32 // itemsize)) * (32 // itemsize)
+    Wq_dw = -(-W_out // _backend.direct.dw_lanes(itemsize)) * _backend.direct.dw_lanes(itemsize)
     zeros = np.zeros(max(Wq_dw, -(-C // filter_block(C)) * filter_block(C)), dtype=np.float32 if itemsize == 4
                      else np.float64)
     zeros.setflags(write=False)
