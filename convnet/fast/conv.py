@@ -45,8 +45,7 @@ WINOGRAD_MIN_PIXELS = 256
 IM2ROW_MAX_WIDTH = 16
 IM2ROW_MIN_PIXELS = 1024
 # 'auto' takes the direct convolution up to this many input channels: im2col's columns then copy each input
-# pixel HH*WW times for a GEMM of only C*HH*WW rows; from 16 channels (ResNet's 16x32x32) im2col is as fast or
-# faster (benchmarks/README.md).
+# pixel HH*WW times for a GEMM of only C*HH*WW rows (benchmarks/README.md: the constants table).
 DIRECT_MAX_CHANNELS = 8
 
 
