@@ -20,6 +20,9 @@ How it works (one module per job)
 - :mod:`~convnet.fast.workspace`: the convolution's scratch buffers, kept per
   thread between calls (bounded by the ``workspace_limit`` setting; freed by
   :func:`release_workspaces`), so repeated calls do not fault in fresh pages.
+- :mod:`~convnet.fast.results`: the arrays the layers return, reused once
+  nothing else holds them (bounded by the ``result_cache_limit`` setting;
+  also freed by :func:`release_workspaces`).
 - :mod:`~convnet.fast.pool`: ``FastMaxPool``, ``FastAvgPool``: direct loops
   over the N*C planes, on OpenMP threads for large inputs.
 - ``_config``: the settings (:func:`config`, the ``set_*`` / ``get_*``
@@ -68,7 +71,7 @@ from convnet.fast.conv import FastConv
 from convnet.fast.conv_im2col import col2im, im2col
 from convnet.fast.inputs import network_input
 from convnet.fast.pool import FastAvgPool, FastMaxPool
-from convnet.fast.workspace import release as release_workspaces
+from convnet.fast import results, workspace
 
 __all__ = [
     "FastConv", "FastMaxPool", "FastAvgPool", "HAVE_CYTHON", "CPU_VARIANT", "GEMM_IN_KERNELS",
@@ -87,3 +90,11 @@ if importlib.util.find_spec("convnet.fast.fused") is not None:
     from convnet.fast.fused import FastReLUMaxPool  # noqa: F401
 
     __all__ += ["FastReLUMaxPool"]
+
+
+def release_workspaces() -> int:
+    """Free the convolution's kept scratch buffers and the kept result buffers; returns the bytes they held.
+
+    Arrays a caller still holds stay valid.
+    """
+    return workspace.release() + results.release()

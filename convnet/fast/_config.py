@@ -57,6 +57,8 @@ BLAS_THREADS_MIN_WORK = 1 << 24
 MIN_PART_IMAGES = 16
 # Scratch kept between calls (convnet.fast.workspace): the column budget plus room for the filter transforms.
 DEFAULT_WORKSPACE_LIMIT = 128 * 2**20
+# Bytes of returned arrays kept for reuse (results.py): two training steps' large results of a small network.
+DEFAULT_RESULT_CACHE_LIMIT = 512 * 2**20
 # Thin layers (C*HH*WW up to this) run per-image backward GEMMs on dout as it lies, not on a transposed copy.
 PER_IMAGE_GEMM_MAX_K = 32
 
@@ -120,6 +122,9 @@ class Settings:
     workspace_limit : int >= 0
         Bytes of scratch buffers the convolution may keep between calls
         (:mod:`convnet.fast.workspace`); 0 keeps none.
+    result_cache_limit : int >= 0
+        Bytes of the layers' returned arrays kept for reuse once nothing else
+        holds them (:mod:`convnet.fast.results`); 0 keeps none.
     gemm_in_kernels : bool
         Whether the im2col and im2row convolutions run each batch part in one
         compiled call that does its GEMMs itself, without the GIL (where
@@ -144,6 +149,7 @@ class Settings:
     per_image_gemm_max_k: int = PER_IMAGE_GEMM_MAX_K
     min_part_images: int = MIN_PART_IMAGES
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
+    result_cache_limit: int = DEFAULT_RESULT_CACHE_LIMIT
     gemm_in_kernels: bool = True
     split_image_gemms: bool = True
 
@@ -187,6 +193,7 @@ _VALIDATORS = {
     "per_image_gemm_max_k": _at_least(0),
     "min_part_images": _at_least(1),
     "workspace_limit": _at_least(0),
+    "result_cache_limit": _at_least(0),
     "gemm_in_kernels": _boolean,
     "split_image_gemms": _boolean,
 }
@@ -242,8 +249,9 @@ def config(**changes):
         default), ``column_budget``, ``conv_algorithm``, and the tuning
         settings ``conv_kernel_threads``, ``parallel_min_work``,
         ``split_batch``, ``split_min_work``, ``blas_threads_min_work``, ``per_image_gemm_max_k``,
-        ``min_part_images``, ``gemm_in_kernels``, ``split_image_gemms``, and ``workspace_limit`` (bytes of scratch kept
-        between calls; see :func:`convnet.fast.release_workspaces`).
+        ``min_part_images``, ``gemm_in_kernels``, ``split_image_gemms``, ``workspace_limit`` (bytes of scratch kept
+        between calls) and ``result_cache_limit`` (bytes of returned arrays kept
+        for reuse); :func:`convnet.fast.release_workspaces` frees both.
 
     Yields
     ------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
-from convnet.fast import _backend, _config, parallel
+from convnet.fast import _backend, _config, parallel, results
 from convnet.fast._caches import _FastCache, check_fast_cache
 
 __all__ = ["FastSpatialBatchNorm", "FastSpatialBatchNormReLU", "HAVE_KERNELS"]
@@ -104,7 +104,7 @@ def _forward(x, gamma, beta, bn_param, relu, layer):
     invstd = 1.0 / np.sqrt(var + eps)
     scale = gamma.astype(np.float64) * invstd
     shift = beta.astype(np.float64) - mean * scale
-    out = np.empty_like(xc)
+    out = results.empty(xc.shape, xc.dtype)
     parallel.run_split(lambda c0, c1: bn_affine(xc, out, scale, shift, relu, c0, c1), C, x.size, s)
     cache = SpatialBatchNormCache(layer, x, gamma, mean, invstd, scale, shift, mode, relu)
     return out.reshape(N, C, H, W), cache
@@ -132,7 +132,7 @@ def _backward(dout, cache, relu, layer, cls):
         k2 = g * cache.invstd ** 2 * sdyx / M
     else:
         k1 = k2 = np.zeros(C)
-    dx = np.empty_like(xc)
+    dx = results.empty(xc.shape, xc.dtype)
     parallel.run_split(lambda c0, c1: bn_dx(xc, dc, dx, cache.scale, cache.shift, cache.mean, k1, k2, g, relu,
                                             c0, c1), C, x.size, s)
     dt = x.dtype

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
-from convnet.fast import _config, parallel
+from convnet.fast import _config, parallel, results
 from convnet.fast._backend import HAVE_CYTHON
 from convnet.fast._caches import ConvCache, check_fast_cache
 from convnet.fast.conv_direct import DIRECT
@@ -167,7 +167,7 @@ class FastConv:
         s, algo, parts, limit = _plan(g, x.itemsize)
         x = np.ascontiguousarray(x)
         bvec = np.ascontiguousarray(b)
-        out = np.empty((g.N, g.F, g.H_out, g.W_out), dtype=x.dtype)
+        out = results.empty((g.N, g.F, g.H_out, g.W_out), x.dtype)
         share = min(s.num_threads, len(parts))
         # The filter transform's small GEMMs run under the parts' BLAS setting too: a second BLAS thread
         # stalls them whenever the machine is busy.
@@ -203,7 +203,7 @@ class FastConv:
         s, algo, parts, limit = _plan(g, x.itemsize)
         x = np.ascontiguousarray(x)
         dout = np.ascontiguousarray(dout)
-        dx = np.empty(x.shape, dtype=x.dtype) if cache.need_dx else None
+        dx = results.empty(x.shape, x.dtype) if cache.need_dx else None
 
         share = min(s.num_threads, len(parts))
 

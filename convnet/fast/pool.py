@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
-from convnet.fast import _backend, _config, parallel
+from convnet.fast import _backend, _config, parallel, results
 from convnet.fast._caches import AvgPoolCache, MaxPoolCache, check_fast_cache
 
 __all__ = ["FastMaxPool", "FastAvgPool"]
@@ -54,8 +54,8 @@ class FastMaxPool:
         g = _checks.pool_args(x, pool_param, "FastMaxPool")
         _check_plane(g, "FastMaxPool")
         xc = np.ascontiguousarray(x)
-        out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)
-        argmax = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=np.int32)
+        out = results.empty((g.N, g.C, g.H_out, g.W_out), x.dtype)
+        argmax = results.empty((g.N, g.C, g.H_out, g.W_out), np.int32)
         planes = g.N * g.C
         x3, o3 = xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out)
         a3 = argmax.reshape(planes, g.H_out, g.W_out)
@@ -95,7 +95,7 @@ class FastMaxPool:
         dout = np.ascontiguousarray(dout)
         argmax = np.ascontiguousarray(argmax)
         # dx is overwritten: the kernel zeroes each plane just before scattering into it.
-        dx = np.empty((g.N, g.C, g.H, g.W), dtype=dout.dtype)
+        dx = results.empty((g.N, g.C, g.H, g.W), dout.dtype)
         planes = g.N * g.C
         d2, a2 = dout.reshape(planes, g.H_out * g.W_out), argmax.reshape(planes, g.H_out * g.W_out)
         dx2 = dx.reshape(planes, g.H * g.W)
@@ -125,7 +125,7 @@ class FastAvgPool:
         """
         g = _checks.pool_args(x, pool_param, "FastAvgPool")
         xc = np.ascontiguousarray(x)
-        out = np.empty((g.N, g.C, g.H_out, g.W_out), dtype=x.dtype)
+        out = results.empty((g.N, g.C, g.H_out, g.W_out), x.dtype)
         planes = g.N * g.C
         x3, o3 = xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out)
         parallel.run_planes(_backend.avgpool_forward, (x3, o3), (g.pool_height, g.pool_width, g.stride, g.pad),
@@ -150,7 +150,7 @@ class FastAvgPool:
         g = _checks.pool_args(cache.x, cache.pool_param, "FastAvgPool")
         dout = _checks.check_dout(dout, (g.N, g.C, g.H_out, g.W_out), cache.x.dtype, "FastAvgPool")
         dout = np.ascontiguousarray(dout)
-        dx = np.empty((g.N, g.C, g.H, g.W), dtype=dout.dtype)
+        dx = results.empty((g.N, g.C, g.H, g.W), dout.dtype)
         planes = g.N * g.C
         d3, dx3 = dout.reshape(planes, g.H_out, g.W_out), dx.reshape(planes, g.H, g.W)
         parallel.run_planes(_backend.avgpool_backward, (d3, dx3), (g.pool_height, g.pool_width, g.stride, g.pad),

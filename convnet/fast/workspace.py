@@ -26,22 +26,30 @@ import numpy as np
 
 from convnet.fast import _config
 
-__all__ = ["empty", "release", "held_bytes"]
+__all__ = ["empty", "release", "held_bytes", "Kept"]
 
 # Buffers start on a cache line: the kernels' vector loads and BLAS's packing prefer it.
 ALIGN = 64
 
 
-class _Pool:
-    """The kept buffers, keyed by (thread ident, name); grown and released under a lock."""
+class Kept:
+    """Buffers kept between calls (a dict or OrderedDict) and the bytes they hold; changed under a lock."""
 
-    def __init__(self):
+    def __init__(self, buffers):
         self.lock = threading.Lock()
-        self.buffers = {}
+        self.buffers = buffers
         self.held = 0
 
+    def release(self) -> int:
+        """Drop every buffer; returns the bytes they held."""
+        with self.lock:
+            freed, self.held = self.held, 0
+            self.buffers.clear()
+        return freed
 
-_POOL = _Pool()
+
+# Keyed by (thread ident, name).
+_POOL = Kept({})
 
 
 def _aligned(nbytes: int) -> np.ndarray:
@@ -94,11 +102,7 @@ def release() -> int:
     Arrays in use by a running call stay valid: numpy frees their memory when
     that call drops them.
     """
-    with _POOL.lock:
-        freed = _POOL.held
-        _POOL.buffers.clear()
-        _POOL.held = 0
-    return freed
+    return _POOL.release()
 
 
 def held_bytes() -> int:

@@ -57,6 +57,7 @@ VISIBLE_TESTS = [
     "tests/fast/test_im2row.py",
     "tests/fast/test_parallel.py",
     "tests/fast/test_pool.py",
+    "tests/fast/test_results.py",
     "tests/fast/test_winograd.py",
     "tests/fast/test_workspace.py",
     "tests/test_stride.py",

@@ -1,9 +1,13 @@
 """Fixtures of the fast-path tests: layer inputs, the exact reference, Winograd's error bound, the algorithm switch."""
+import os
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 
+import convnet
 from convnet import fast, layers
 
 # Winograd adds and subtracts a tile's inputs (and products) before and after the
@@ -81,18 +85,22 @@ def assert_close_scaled():
 
 
 def _conv_peaks(x, w, b, cp):
-    """(out, forward peak, backward peak): tracemalloc's peak bytes of one FastConv forward, then backward."""
-    out, cache = fast.FastConv.forward(x, w, b, cp)
-    dout = np.ones_like(out)
-    tracemalloc.start()
-    try:
-        fast.FastConv.forward(x, w, b, cp)
-        fwd_peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.reset_peak()
-        fast.FastConv.backward(dout, cache)
-        bwd_peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    """(out, forward peak, backward peak): tracemalloc's peak bytes of one FastConv forward, then backward.
+
+    Results are not kept for reuse here: a kept result would count as the next call's memory.
+    """
+    with fast.config(result_cache_limit=0):
+        out, cache = fast.FastConv.forward(x, w, b, cp)
+        dout = np.ones_like(out)
+        tracemalloc.start()
+        try:
+            fast.FastConv.forward(x, w, b, cp)
+            fwd_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            fast.FastConv.backward(dout, cache)
+            bwd_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     return out, fwd_peak, bwd_peak
 
 
@@ -128,3 +136,25 @@ def threads_agree():
     """``threads_agree(call, *outputs)``: ``call(*outs, nthreads)`` on NaN/-1-filled copies of ``outputs`` for
     1, 2 and 3 threads; asserts the outputs agree and are filled, returns the one-thread outputs."""
     return _threads_agree
+
+
+def _child_number(code, arg, **env):
+    """The last number ``code`` prints, run with ``sys.argv[1] == str(arg)`` in a fresh interpreter.
+
+    Fresh, because glibc's malloc thresholds adapt to what a process freed before. The child imports
+    the convnet this process runs (-P: not a source tree in the working directory); ``env`` adds variables.
+    """
+    env = dict(os.environ, **env)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(convnet.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-P", "-c", code, str(arg)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.split()[-1])
+
+
+@pytest.fixture(scope="session")
+def child_number():
+    """``child_number(code, arg, **env)``: the last number a fresh interpreter running ``code`` prints
+    (page faults per call, counted where no earlier test shaped the allocator)."""
+    return _child_number

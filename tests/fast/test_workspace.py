@@ -1,13 +1,9 @@
 """The convolution's kept scratch buffers (convnet/fast/workspace.py): reuse, bounds, release, threads."""
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 
-import convnet
 import convnet.fast as fast
 from convnet.fast import FastConv, _backend, workspace
 
@@ -107,24 +103,13 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 """
 
 
-def _faults_per_backward(workspace_limit):
-    # A fresh interpreter each: glibc's malloc thresholds adapt to what a process freed before. It imports
-    # the convnet this process runs (-P: not a source tree in the working directory).
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(convnet.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-P", "-c", _FAULTS_CHILD, str(workspace_limit)], capture_output=True,
-                          text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    return float(done.stdout.split()[-1])
-
-
-def test_repeated_calls_fault_in_no_fresh_pages():
+def test_repeated_calls_fault_in_no_fresh_pages(child_number):
     # LeNet's second conv at batch 32: two 1.9 MB column buffers per backward (930 pages), which glibc hands
     # back to the kernel on free: 460-960 minor faults per call without kept buffers on this machine, 0-3 with.
     # The returned dx, dw and db are fresh arrays whatever happens (an allocator that quarantines freed
     # memory, as AddressSanitizer's, faults them in anew: 139 pages kept, 1380 fresh), so the bound leaves room.
-    kept, fresh = _faults_per_backward(fast.get_config()["workspace_limit"]), _faults_per_backward(0)
+    kept = child_number(_FAULTS_CHILD, fast.get_config()["workspace_limit"])
+    fresh = child_number(_FAULTS_CHILD, 0)
     assert kept < 300 and kept < fresh / 3, f"{kept:.0f} minor page faults per call kept, {fresh:.0f} fresh"
 
 
