@@ -45,7 +45,8 @@ import os
 
 from convnet.fast._config import PUREPYTHON, REQUIRE_CYTHON
 
-__all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "GEMM_IN_KERNELS", "GEMM_ILP64", "conv_part", "direct", "VARIANTS",
+__all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "GEMM_IN_KERNELS", "GEMM_ILP64", "conv_part", "direct",
+           "VARIANTS",
            "cpu_supports", "kernel_module",
            "im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes",
            "maxpool_forward",

@@ -1,6 +1,7 @@
 """FastConv: the convolution layer, run by the algorithm :func:`choose` picks for each layer.
 
-Algorithms, each an object with one predicate ``is_usable_for(geometry)``:
+Algorithms, each an object with one predicate ``is_usable_for(geometry)`` (and
+``operand_only_for_dx``: whether its ``backward_operand`` serves dx alone):
 
 - :data:`~convnet.fast.conv_im2col.IM2COL`: im2col + GEMM, any layer;
 - :data:`~convnet.fast.conv_im2row.IM2ROW`: im2row + GEMM (the transposed layout), any layer;
@@ -217,7 +218,8 @@ class FastConv:
             return acc
 
         with parallel.one_blas_thread(limit):  # as in forward
-            operand = algo.backward_operand(np.ascontiguousarray(w), g, s)
+            skip = dx is None and algo.operand_only_for_dx
+            operand = None if skip else algo.backward_operand(np.ascontiguousarray(w), g, s)
             # Folded in part order: the same sums whichever thread ran which part.
             dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=False)
             dw = algo.filter_gradient(dw, w.shape, s)

@@ -116,6 +116,9 @@ class Direct:
         fb = filter_block(g.F)
         return _blocked(w.reshape(g.F, -1), fb), fb
 
+    # FastConv.backward skips the operand when dx is not needed (a network's first layer).
+    operand_only_for_dx = True
+
     def backward_operand(self, w, g, s):
         """(blocked flipped filters with channels and filters swapped, block) for dx."""
         fb = filter_block(g.C)

@@ -155,6 +155,8 @@ class Im2col:
         return w.reshape(g.F, g.C * g.HH * g.WW)
 
     backward_operand = filter_operand
+    # The compiled backward reads the operand's shape even when it skips dx.
+    operand_only_for_dx = False
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, C*HH*WW), summed over the parts, in the filters' shape."""

@@ -43,6 +43,8 @@ class Im2row:
         return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(g.F, g.HH * g.WW * g.C)
 
     backward_operand = filter_operand
+    # The compiled backward reads the operand's shape even when it skips dx.
+    operand_only_for_dx = False
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, HH*WW*C), summed over the parts, in the filters' shape (F, C, HH, WW)."""

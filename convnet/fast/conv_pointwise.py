@@ -34,6 +34,8 @@ class Pointwise:
         return w.reshape(g.F, g.C)
 
     backward_operand = filter_operand
+    # A view of w: nothing to skip.
+    operand_only_for_dx = False
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, C), summed over the parts, in the filters' shape."""

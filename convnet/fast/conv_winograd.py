@@ -82,6 +82,9 @@ class Winograd:
         """``U`` (nk, F, C): the transformed filters (scratch: used within the call only)."""
         return self._filter(w, g, s, False)
 
+    # FastConv.backward skips the operand (a filter transform) when dx is not needed.
+    operand_only_for_dx = True
+
     def backward_operand(self, w, g, s):
         """``U^T`` (nk, C, F), contiguous: the left operand of ``dV = U^T dM``, transformed from w as it lies."""
         return self._filter(w, g, s, True)

@@ -5,12 +5,12 @@ import threading
 import numpy as np
 import pytest
 
-from convnet import fast, models
-from convnet.fast import inputs
+from convnet import _checks, fast, models
+from convnet.fast import conv, inputs
 from convnet.solver import Solver
 
 
-@pytest.mark.parametrize("algorithm", ["im2col", "winograd2", "winograd4"])
+@pytest.mark.parametrize("algorithm", ["im2col", "im2row", "direct", "winograd2", "winograd4"])
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_marked_input_gets_no_dx_and_the_same_dw_db(algorithm, split, dtype, conv_inputs):
@@ -24,6 +24,32 @@ def test_marked_input_gets_no_dx_and_the_same_dw_db(algorithm, split, dtype, con
         dx_m, dw_m, db_m = fast.FastConv.backward(dout, cache_m)
     assert dx is not None and dx_m is None
     np.testing.assert_array_equal(out_m, out)
+    np.testing.assert_array_equal(dw_m, dw)
+    np.testing.assert_array_equal(db_m, db)
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "winograd2", "winograd4"])
+def test_a_marked_input_builds_no_operand_for_dx(algorithm, conv_inputs, monkeypatch):
+    # These algorithms' backward operands (flipped or transformed filters) serve dx alone.
+    x, w, b, cp = conv_inputs((2, 16, 8, 8, 16, 3, 3, 1, 1), np.float64, seed=3)
+    algo = conv.choose(_checks.conv_args(x, w, b, cp), algorithm)
+    if algorithm == "direct" and not fast.HAVE_CYTHON:
+        pytest.skip("the direct convolution needs the compiled kernels")
+    assert algo.name.startswith(algorithm) and algo.operand_only_for_dx
+
+    def refuse(*args):
+        raise AssertionError(f"{algo.name} built its dx operand for a marked input")
+
+    with fast.config(conv_algorithm=algorithm):
+        out, cache = fast.FastConv.forward(x, w, b, cp)
+        dx, dw, db = fast.FastConv.backward(np.ones_like(out), cache)
+        with fast.network_input(x):
+            out_m, cache_m = fast.FastConv.forward(x, w, b, cp)
+        monkeypatch.setattr(algo, "backward_operand", refuse)
+        dx_m, dw_m, db_m = fast.FastConv.backward(np.ones_like(out), cache_m)
+        with pytest.raises(AssertionError, match="marked"):
+            fast.FastConv.backward(np.ones_like(out), cache)
+    assert dx_m is None
     np.testing.assert_array_equal(dw_m, dw)
     np.testing.assert_array_equal(db_m, db)
 
