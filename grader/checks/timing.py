@@ -5,7 +5,10 @@ start another; they run interleaved, run by run, on fresh inputs the parent
 sends each time, the idle sibling stopped meanwhile. A run's time is the
 parent's clock from sending the inputs to receiving the child's last answer.
 The verdict compares the minimum of :data:`REPEATS` runs per side:
-``min(student) <= K * min(reference)``.
+``min(student) <= K * min(reference)``. A student whose best run after
+:data:`EARLY_STOP_RUNS` runs is over :data:`EARLY_STOP` times the limit, even
+against the reference's slowest run, is not timed further: no later run could
+plausibly pass, and a finite-difference backward takes seconds per run.
 
 Rule (stated in the README): a timing check is scored only when every timed
 answer matches the reference's (speed is measured on correct work), and a run
@@ -21,10 +24,13 @@ from grader.checks.base import Check, Judgement
 from grader.compare import compare, scale_of
 from grader.sandbox import wire
 
-__all__ = ["TimingCheck", "FastSpeedCheck", "K", "REPEATS"]
+__all__ = ["TimingCheck", "FastSpeedCheck", "K", "REPEATS", "EARLY_STOP", "EARLY_STOP_RUNS"]
 
 K = 10.0  # the student's naive layer may take at most K times the reference's time
 REPEATS = 5
+# Stop timing after EARLY_STOP_RUNS runs per side once min(student) > EARLY_STOP * K * max(reference).
+EARLY_STOP = 3.0
+EARLY_STOP_RUNS = 2
 FAST_SPEEDUP = 100.0
 FAST_REPEATS = 50  # fast-layer calls per timed round trip, so the wire's cost is amortised
 
@@ -97,6 +103,8 @@ class TimingCheck(Check):
                 if problem:
                     problem = f"run {rep + 1}: {problem}; timing is scored only for correct answers"
                     break
+                if rep + 1 >= EARLY_STOP_RUNS and min(times["student"]) > EARLY_STOP * K * max(times["reference"]):
+                    break
             problem = problem or _single_core(student)
         finally:
             student.close()
@@ -110,7 +118,9 @@ class TimingCheck(Check):
         ratio = min(times["student"]) / min(ref)
         extra["ratio"] = ratio
         ok = ratio <= K
-        return Judgement(ok, f"{ratio:.2f}x the reference's time (limit {K:g}x; min of {REPEATS}: "
+        runs = len(times["student"])
+        stopped = "" if runs == REPEATS else f", stopped early: over {EARLY_STOP:g}x the limit"
+        return Judgement(ok, f"{ratio:.2f}x the reference's time (limit {K:g}x; min of {runs}{stopped}: "
                              f"{min(times['student']) * 1e3:.1f} ms vs {min(ref) * 1e3:.1f} ms)", extra=extra)
 
     @staticmethod

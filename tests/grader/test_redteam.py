@@ -27,7 +27,7 @@ import pytest
 
 from grader import checks as catalogue
 from grader import engine, sandbox
-from grader.checks import public
+from grader.checks import public, timing
 from grader.sandbox import wire
 
 GROUPS = ("layers.Conv", "layers.ReLU", "layers.MaxPool")
@@ -374,7 +374,10 @@ def test_fd_backward_fails_timing_only(make_submission):
                                                                                      c.name.startswith("Conv.")))
     for v in graded.verdicts:
         if "forward+backward time" in v.name:
+            # Seconds per run against milliseconds: timed twice, not five times.
             assert v.score == 0, v.message
+            assert len(v.extra["student_s"]) == timing.EARLY_STOP_RUNS < timing.REPEATS, v.extra
+            assert f"min of {timing.EARLY_STOP_RUNS}, stopped early" in v.message, v.message
         else:
             assert v.score == v.max_score, (v.name, v.message)
 
