@@ -45,15 +45,17 @@ WINOGRAD_MIN_PIXELS = 256
 # wider rows make im2col's copies efficient, fewer pixels make the (pixels, K) GEMM short (benchmarks/README.md).
 IM2ROW_MAX_WIDTH = 16
 IM2ROW_MIN_PIXELS = 1024
-# 'auto' takes the direct convolution up to this many input channels: im2col's columns then copy each input
-# pixel HH*WW times for a GEMM of only C*HH*WW rows (benchmarks/README.md: the constants table).
-DIRECT_MAX_CHANNELS = 8
+# 'auto' takes the direct convolution up to this many input channels, by itemsize: im2col's columns then copy
+# each input pixel HH*WW times for a GEMM of only C*HH*WW rows; in float32 direct also beats Winograd at 16
+# channels, in float64 not (benchmarks/README.md: the constants table).
+DIRECT_MAX_CHANNELS = {4: 16, 8: 8}
 
 
-def prefers_direct(g: _checks.ConvGeometry) -> bool:
+def prefers_direct(g: _checks.ConvGeometry, itemsize: int) -> bool:
     """Whether ``'auto'`` takes the direct convolution: a layer it can run (stride 1, ``pad < min(HH, WW)``)
-    with at most :data:`DIRECT_MAX_CHANNELS` input channels, such as a network's first layer on RGB images."""
-    return g.C <= DIRECT_MAX_CHANNELS and DIRECT.is_usable_for(g)
+    with at most :data:`DIRECT_MAX_CHANNELS` ``[itemsize]`` input channels, such as a network's first layer
+    on RGB images."""
+    return g.C <= DIRECT_MAX_CHANNELS[itemsize] and DIRECT.is_usable_for(g)
 
 
 def prefers_im2row(g: _checks.ConvGeometry, itemsize: int) -> bool:
@@ -93,7 +95,7 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
         return (IM2ROW,)
     if setting == "pointwise" or (setting == "auto" and POINTWISE.is_usable_for(g)):
         return (POINTWISE, IM2COL)
-    if setting == "direct" or (setting == "auto" and have_cython and prefers_direct(g)):
+    if setting == "direct" or (setting == "auto" and have_cython and prefers_direct(g, itemsize)):
         return (DIRECT, IM2COL)
     if setting == "winograd2":
         return (WINOGRAD2, IM2COL)

@@ -173,14 +173,18 @@ def test_predicate_and_choice(case, usable):
     assert choose(g, "im2col") is IM2COL
 
 
-@pytest.mark.parametrize("C", [1, DIRECT_MAX_CHANNELS, DIRECT_MAX_CHANNELS + 1, 16])
-def test_auto_takes_direct_for_few_channels(C):
-    g = _checks.conv_args(*_inputs((4, C, 16, 16, 16, 3, 3, 1, 1), np.float32, 0))
-    assert prefers_direct(g) is (C <= DIRECT_MAX_CHANNELS)
-    assert (choose(g, "auto", itemsize=4) is DIRECT) is (C <= DIRECT_MAX_CHANNELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [1, 8, 9, 16, 17, 32])
+def test_auto_takes_direct_for_few_channels(C, dtype):
+    itemsize = np.dtype(dtype).itemsize
+    bound = DIRECT_MAX_CHANNELS[itemsize]
+    assert bound == {4: 16, 8: 8}[itemsize]
+    g = _checks.conv_args(*_inputs((4, C, 16, 16, 16, 3, 3, 1, 1), dtype, 0))
+    assert prefers_direct(g, itemsize) is (C <= bound)
+    assert (choose(g, "auto", itemsize=itemsize) is DIRECT) is (C <= bound)
     # A 1x1 layer stays with the pointwise GEMMs.
-    g1 = _checks.conv_args(*_inputs((4, C, 16, 16, 16, 1, 1, 1, 0), np.float32, 0))
-    assert choose(g1, "auto", itemsize=4) is POINTWISE
+    g1 = _checks.conv_args(*_inputs((4, C, 16, 16, 16, 1, 1, 1, 0), dtype, 0))
+    assert choose(g1, "auto", itemsize=itemsize) is POINTWISE
 
 
 def test_memory_does_not_grow_with_the_batch(conv_peaks):

@@ -210,7 +210,7 @@ def test_auto_picks_im2row_in_float32_where_kernel_rows_outrun_short_output_rows
     g = _checks.conv_args(*conv_inputs(case, np.float32, 0))
     assert prefers_im2row(g, 4) or not expect  # Winograd and the pointwise GEMMs come first where they apply
     # So does the direct convolution where it is preferred and usable (compiled kernels).
-    expect = expect and not (prefers_direct(g) and have_cython)
+    expect = expect and not (prefers_direct(g, 4) and have_cython)
     assert (choose(g, "auto", have_cython=True, itemsize=4) is IM2ROW) is expect
     assert choose(g, "auto", have_cython=True, itemsize=8) is not IM2ROW  # float64: im2col's copies are cheaper
     assert choose(g, "auto", have_cython=False, itemsize=4) is not IM2ROW  # the numpy kernels' copies do not pay
