@@ -351,9 +351,9 @@ def set_conv_algorithm(name: str) -> str:
         for 3x3 stride-1 layers with at least 16 input and 16 output channels,
         when the compiled kernels are in use, ``'winograd'`` but F(4x4, 3x3)
         only on output maps of at least 16x16; for the other layers, with the compiled kernels,
-        ``'im2row'`` in float32 for output rows narrower than 16 in calls of at least 1024 output
-        pixels when a kernel row (``WW*C`` elements) is at least as long as an output row's input
-        span (``W_out*stride``), im2col otherwise.
+        ``'im2row'`` for strided layers and, in float32, for output rows narrower than 16, in calls
+        of at least 1024 output pixels when a kernel row (``WW*C`` elements) is at least as long as
+        an output row's input span (``W_out*stride``), im2col otherwise.
 
     The measured rounding of F(4x4, 3x3) in float32 grows through batch norm's
     backward (its mean subtraction cancels): in a DeepConvNet step the filter

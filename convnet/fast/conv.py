@@ -59,16 +59,17 @@ def prefers_direct(g: _checks.ConvGeometry, itemsize: int) -> bool:
 
 
 def prefers_im2row(g: _checks.ConvGeometry, itemsize: int) -> bool:
-    """Whether ``'auto'`` takes im2row over im2col: in float32, for short output rows (``W_out`` under
-    :data:`IM2ROW_MAX_WIDTH`, im2col's copies) in calls of at least :data:`IM2ROW_MIN_PIXELS` output
-    pixels (the GEMM's rows), where a kernel row (``WW*C`` contiguous elements, channels last) is at
-    least as long as an output row's input span (``W_out*stride``).
+    """Whether ``'auto'`` takes im2row over im2col: for strided layers, and in float32 for short output rows
+    (``W_out`` under :data:`IM2ROW_MAX_WIDTH`, im2col's copies), in calls of at least
+    :data:`IM2ROW_MIN_PIXELS` output pixels (the GEMM's rows), where a kernel row (``WW*C`` contiguous
+    elements, channels last) is at least as long as an output row's input span (``W_out*stride``).
 
-    Measured (benchmarks/README.md, the constants table): 2-29 % faster on such layers; slower in
-    float64 (0-5 %), on 16-wide outputs and on a few images (7-14 %), and with few channels (up to 2x).
+    Measured (benchmarks/README.md, the constants table): 2-29 % faster on such layers, strided ones 6-16 %
+    in both dtypes; slower on stride-1 layers in float64 (0-5 %) and on 16-wide outputs, on a few images
+    (7-14 %), and with few channels (up to 2x).
     """
-    return (itemsize == 4 and g.W_out < IM2ROW_MAX_WIDTH and g.N * g.H_out * g.W_out >= IM2ROW_MIN_PIXELS
-            and g.WW * g.C >= g.W_out * g.stride)
+    return ((g.stride > 1 or (itemsize == 4 and g.W_out < IM2ROW_MAX_WIDTH))
+            and g.N * g.H_out * g.W_out >= IM2ROW_MIN_PIXELS and g.WW * g.C >= g.W_out * g.stride)
 
 
 def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_CYTHON,

@@ -192,29 +192,31 @@ def test_im2row_chunks_parts_and_a_network_input(dtype, conv_inputs, tol):
 # ---------------------------------------------------------------- the choice
 
 
-@pytest.mark.parametrize("case, expect", [
-    ((32, 32, 16, 16, 64, 3, 3, 2, 1), True),    # ResNet-20's second downsampling layer: 3*32 >= 8*2, 2048 pixels
-    ((16, 32, 16, 16, 64, 3, 3, 2, 1), True),    # 1024 pixels
-    ((15, 32, 16, 16, 64, 3, 3, 2, 1), False),   # 960
-    ((32, 32, 32, 32, 64, 3, 3, 2, 1), False),   # C3: 16-wide output rows
-    ((32, 16, 32, 32, 32, 3, 3, 2, 1), False),   # the first downsampling layer: 16-wide too
-    ((32, 6, 14, 14, 16, 5, 5, 1, 0), True),     # LeNet's second 5x5: 5*6 >= 10 (auto: direct, 6 channels)
-    ((32, 3, 32, 32, 6, 5, 5, 1, 0), False),     # LeNet's first: 28-wide
-    ((64, 3, 9, 9, 4, 3, 3, 1, 1), True),        # 3*3 >= 9 (auto: direct, 3 channels)
-    ((64, 3, 10, 10, 4, 3, 3, 1, 1), False),     # 3*3 < 10
-    ((32, 64, 12, 12, 64, 3, 3, 1, 1), False),   # Winograd
-    ((32, 64, 16, 16, 64, 1, 1, 2, 0), False),   # a 1x1 shortcut: the pointwise GEMMs
+@pytest.mark.parametrize("case, expect, strided", [
+    ((32, 32, 16, 16, 64, 3, 3, 2, 1), True, True),    # ResNet-20's second downsampling layer: 3*32 >= 8*2
+    ((16, 32, 16, 16, 64, 3, 3, 2, 1), True, True),    # 1024 pixels
+    ((15, 32, 16, 16, 64, 3, 3, 2, 1), False, True),   # 960
+    ((32, 32, 32, 32, 64, 3, 3, 2, 1), True, True),    # C3: 16-wide output rows, but strided
+    ((32, 16, 32, 32, 32, 3, 3, 2, 1), True, True),    # the first downsampling layer: 3*16 >= 16*2
+    ((32, 3, 32, 32, 8, 3, 3, 2, 1), False, True),     # strided, 3*3 < 16*2
+    ((32, 6, 14, 14, 16, 5, 5, 1, 0), True, False),    # LeNet's second 5x5: 5*6 >= 10 (auto: direct, 6 channels)
+    ((32, 3, 32, 32, 6, 5, 5, 1, 0), False, False),    # LeNet's first: 28-wide
+    ((64, 3, 9, 9, 4, 3, 3, 1, 1), True, False),       # 3*3 >= 9 (auto: direct, 3 channels)
+    ((64, 3, 10, 10, 4, 3, 3, 1, 1), False, False),    # 3*3 < 10
+    ((32, 64, 12, 12, 64, 3, 3, 1, 1), False, False),  # Winograd
+    ((32, 64, 16, 16, 64, 1, 1, 2, 0), False, True),   # a 1x1 shortcut: the pointwise GEMMs
 ])
-def test_auto_picks_im2row_in_float32_where_kernel_rows_outrun_short_output_rows(case, expect, conv_inputs,
-                                                                                 have_cython):
+def test_auto_picks_im2row_for_strided_layers_and_in_float32_where_kernel_rows_outrun_short_output_rows(
+        case, expect, strided, conv_inputs, have_cython):
     g = _checks.conv_args(*conv_inputs(case, np.float32, 0))
     assert prefers_im2row(g, 4) or not expect  # Winograd and the pointwise GEMMs come first where they apply
-    # So does the direct convolution where it is preferred and usable (compiled kernels).
-    expect = expect and not (prefers_direct(g, 4) and have_cython)
-    assert (choose(g, "auto", have_cython=True, itemsize=4) is IM2ROW) is expect
-    assert choose(g, "auto", have_cython=True, itemsize=8) is not IM2ROW  # float64: im2col's copies are cheaper
-    assert choose(g, "auto", have_cython=False, itemsize=4) is not IM2ROW  # the numpy kernels' copies do not pay
-    assert (choose(g, "auto", itemsize=4) is IM2ROW) is (expect and have_cython)
+    assert prefers_im2row(g, 8) is (prefers_im2row(g, 4) and strided)  # stride 1 in float64: im2col
+    for itemsize in (4, 8):
+        # So does the direct convolution where it is preferred and usable (compiled kernels).
+        want = expect and (itemsize == 4 or strided) and not (prefers_direct(g, itemsize) and have_cython)
+        assert (choose(g, "auto", have_cython=True, itemsize=itemsize) is IM2ROW) is want
+        assert (choose(g, "auto", itemsize=itemsize) is IM2ROW) is (want and have_cython)
+        assert choose(g, "auto", have_cython=False, itemsize=itemsize) is not IM2ROW  # numpy's copies do not pay
     assert choose(g, "im2row") is IM2ROW and choose(g, "im2col") is IM2COL
     assert (IM2ROW_MAX_WIDTH, IM2ROW_MIN_PIXELS) == (16, 1024)
 
@@ -225,5 +227,6 @@ def test_a_layer_runs_the_algorithm_its_dtype_prefers(conv_inputs, have_cython, 
     monkeypatch.setattr(IM2ROW, "forward", lambda *a: ran.append("im2row"))
     monkeypatch.setattr(IM2COL, "forward", lambda *a: ran.append("im2col"))
     for dtype in (np.float32, np.float64):
-        FastConv.forward(*conv_inputs((16, 32, 16, 16, 8, 3, 3, 2, 1), dtype, 0))
+        with fast.config(num_threads=1):  # one part: one call each
+            FastConv.forward(*conv_inputs((16, 32, 12, 12, 8, 3, 3, 1, 1), dtype, 0))
     assert ran == (["im2row", "im2col"] if have_cython else ["im2col", "im2col"])
