@@ -621,19 +621,44 @@ cdef enum:
 
 cdef inline void _combine(floating* dst, const floating* src, Py_ssize_t sstride, const floating* coef,
                           Py_ssize_t nterms, Py_ssize_t nb) noexcept nogil:
-    # dst[b] = sum_t coef[t] * src[t*sstride + b] for b < nb, skipping zero coefficients.
-    cdef Py_ssize_t t, b
-    cdef floating g
-    cdef const floating* s
-    for b in range(nb):
-        dst[b] = 0
-    for t in range(nterms):
-        g = coef[t]
-        if g == 0:
-            continue
-        s = src + t * sstride
-        for b in range(nb):
-            dst[b] += g * s[b]
+    # dst[b] = sum_t coef[t] * src[t*sstride + b] for b < nb, skipping zero coefficients (0 * inf would be
+    # NaN), summed in t's order; up to three terms per pass over dst: a pass per term was bound by dst's
+    # loads and stores.
+    cdef Py_ssize_t t, b, n = 0, k
+    cdef floating c[3]
+    cdef const floating* p[3]
+    cdef bint first = True
+    for t in range(nterms + 1):
+        if t < nterms and coef[t] != 0:
+            c[n] = coef[t]
+            p[n] = src + t * sstride
+            n += 1
+        if n == 3 or (t == nterms and (n > 0 or first)):
+            if first:
+                if n == 0:
+                    for b in range(nb):
+                        dst[b] = 0
+                elif n == 1:
+                    for b in range(nb):
+                        dst[b] = c[0] * p[0][b]
+                elif n == 2:
+                    for b in range(nb):
+                        dst[b] = c[0] * p[0][b] + c[1] * p[1][b]
+                else:
+                    for b in range(nb):
+                        dst[b] = c[0] * p[0][b] + c[1] * p[1][b] + c[2] * p[2][b]
+            else:
+                if n == 1:
+                    for b in range(nb):
+                        dst[b] = dst[b] + c[0] * p[0][b]
+                elif n == 2:
+                    for b in range(nb):
+                        dst[b] = dst[b] + c[0] * p[0][b] + c[1] * p[1][b]
+                else:
+                    for b in range(nb):
+                        dst[b] = dst[b] + c[0] * p[0][b] + c[1] * p[1][b] + c[2] * p[2][b]
+            first = False
+            n = 0
 
 
 cdef _filter_scratch(floating like, const double[:, ::1] G):
