@@ -348,7 +348,7 @@ def set_conv_algorithm(name: str) -> str:
         size (F(4x4, 3x3) unless partial edge tiles waste more than it saves).
         ``'auto'`` (default): ``'pointwise'`` for 1x1 layers without padding; ``'direct'`` where it
         is usable for layers of at most 8 input channels (16 in float32);
-        for 3x3 stride-1 layers with at least 16 input and 16 output channels,
+        for 3x3 stride-1 layers with at least 16 input and 16 output channels (and 196 output pixels per call),
         when the compiled kernels are in use, ``'winograd'`` but F(4x4, 3x3)
         only on output maps of at least 16x16; for the other layers, with the compiled kernels,
         ``'im2row'`` for strided layers and, in float32, for output rows narrower than 16, in calls

@@ -38,9 +38,9 @@ WINOGRAD_MIN_CHANNELS = 16
 # 'auto' takes F(4x4) only on output maps this large both ways: on 8x8 and 14x14 maps F(2x2) runs faster
 # (benchmarks/README.md) and, with 9x smaller transform coefficients, rounds less.
 WINOGRAD4_MIN_SIZE = 16
-# 'auto' takes Winograd from this many output pixels per call (N * H_out * W_out): below, the three filter
-# transforms of a step and the short batched GEMMs cost more than the multiplications saved (one 14x14 image).
-WINOGRAD_MIN_PIXELS = 256
+# 'auto' takes Winograd from this many output pixels per call (N * H_out * W_out), one 14x14 image: below, the
+# three filter transforms of a step and the short batched GEMMs cost more than the multiplications saved (12x12).
+WINOGRAD_MIN_PIXELS = 196
 # 'auto' takes im2row (prefers_im2row) on output rows narrower than this and calls of this many output pixels:
 # wider rows make im2col's copies efficient, fewer pixels make the (pixels, K) GEMM short (benchmarks/README.md).
 IM2ROW_MAX_WIDTH = 16

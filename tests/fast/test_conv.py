@@ -202,7 +202,8 @@ def test_im2col_backward_both_dw_orientations_match_naive(direct_max, budget, dt
     ((4, 16, 8, 8, 16, 3, 3, 1, 1), True),   # enough channels and 4*8*8 = 256 output pixels: Winograd
     ((3, 16, 8, 8, 16, 3, 3, 1, 1), False),  # 192 output pixels: im2col
     ((1, 16, 16, 16, 16, 3, 3, 1, 1), True),   # one 16x16 image: 256
-    ((1, 16, 14, 14, 16, 3, 3, 1, 1), False),  # one 14x14 image: 196
+    ((1, 16, 14, 14, 16, 3, 3, 1, 1), True),   # one 14x14 image: 196
+    ((1, 32, 12, 12, 16, 3, 3, 1, 1), False),  # one 12x12 image: 144
     ((4, 3, 8, 8, 32, 3, 3, 1, 1), False),   # C1-like: 3 channels, the direct convolution
     ((4, 16, 8, 8, 8, 3, 3, 1, 1), False),   # too few output channels
     ((4, 16, 8, 8, 16, 3, 3, 2, 1), False),  # stride 2
@@ -217,7 +218,7 @@ def test_auto_picks_winograd_only_where_it_pays(case, expect, conv_inputs, have_
     assert choose(g, "im2col") is IM2COL
     assert (choose(g, "winograd") is not IM2COL) is (g.HH == g.WW == 3 and g.stride == 1)
     assert WINOGRAD_MIN_CHANNELS == 16
-    assert WINOGRAD_MIN_PIXELS == 256
+    assert WINOGRAD_MIN_PIXELS == 196
 
 
 @pytest.mark.parametrize("hw, m, m_auto", [
