@@ -13,7 +13,9 @@ for a row's end. A tap ``t`` of the kernel (channel, ky, kx) is an offset into
   ``kernel - 1 - pad`` with the filters flipped and their channel axes swapped;
 - dw (:func:`filter_gradient`): 2 filters times 6 taps of ``sum over pixels
   dout * xp`` are held as vectors; the lanes past a row's end are masked (not
-  multiplied by zero: an infinity there would make NaN).
+  multiplied by zero: an infinity there would make NaN). Or, with ``by_filters``,
+  6 taps times two vectors of filters, on dout transposed to (pixels, filters):
+  every lane holds a real pixel, for short rows.
 
 The wrappers never validate: ``convnet.fast.conv_direct`` checks and
 allocates, and each call works on images ``lo:hi`` on the calling thread,
@@ -125,11 +127,47 @@ cdef extern from *:
         }                                                                                                 \\
     }
 
+    /* The same sums with the filters in the lanes: dwT[t, f] += sum over nimg images' pixels of xp[t] * dT[p, f],
+       dT (pixels, Fp) dout transposed, zero past F; Fp a multiple of two vectors. No lane of x past a row's end
+       is read, so no mask: for short rows, whose vectors of pixels would be part empty. */
+    #define DC_DWF(T)                                                                                     \
+    static void dc_dwf_##T(const T *restrict xp, Py_ssize_t Wpp, const Py_ssize_t *restrict off, Py_ssize_t ntaps, \
+                           Py_ssize_t xstride, const T *restrict dT, Py_ssize_t nimg, Py_ssize_t Fp,       \
+                           Py_ssize_t Ho, Py_ssize_t Wo, T *restrict dwT)                                  \
+    {                                                                                                     \
+        typedef DC_V(T) V;                                                                                \
+        enum { L = sizeof(V) / sizeof(T) };                                                               \
+        for (Py_ssize_t t0 = 0; t0 < ntaps; t0 += DC_DW_TB) {                                             \
+            const Py_ssize_t *restrict o = off + t0;                                                      \
+            for (Py_ssize_t f0 = 0; f0 < Fp; f0 += 2 * L) {                                               \
+                V a[DC_DW_TB], b[DC_DW_TB];                                                               \
+                for (int t = 0; t < DC_DW_TB; t++) { a[t] = (V){0}; b[t] = (V){0}; }                      \
+                const T *restrict d = dT + f0;                                                            \
+                for (Py_ssize_t n = 0; n < nimg; n++)                                                     \
+                for (Py_ssize_t oy = 0; oy < Ho; oy++) {                                                  \
+                    const T *restrict xrow = xp + n * xstride + oy * Wpp;                                 \
+                    for (Py_ssize_t ox = 0; ox < Wo; ox++, d += Fp) {                                     \
+                        V d0 = *(const V *)d, d1 = *(const V *)(d + L);                                   \
+                        for (int t = 0; t < DC_DW_TB; t++) {                                              \
+                            T xv = xrow[o[t] + ox];                                                       \
+                            a[t] += xv * d0; b[t] += xv * d1;                                             \
+                        }                                                                                 \
+                    }                                                                                     \
+                }                                                                                         \
+                for (int t = 0; t < DC_DW_TB; t++) {                                                      \
+                    T *restrict w = dwT + (t0 + t) * Fp + f0;                                             \
+                    for (int l = 0; l < L; l++) { w[l] += a[t][l]; w[L + l] += b[t][l]; }                 \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+
     DC_FORWARD(float, 1) DC_FORWARD(float, 2) DC_FORWARD(float, 3)
     DC_FORWARD(float, 4) DC_FORWARD(float, 5) DC_FORWARD(float, 6)
     DC_FORWARD(double, 1) DC_FORWARD(double, 2) DC_FORWARD(double, 3)
     DC_FORWARD(double, 4) DC_FORWARD(double, 5) DC_FORWARD(double, 6)
     DC_DW(float) DC_DW(double)
+    DC_DWF(float) DC_DWF(double)
     #define DC_TABLE(T) {0, dc_forward_##T##_1, dc_forward_##T##_2, dc_forward_##T##_3, dc_forward_##T##_4, \\
                          dc_forward_##T##_5, dc_forward_##T##_6}
     #else
@@ -139,7 +177,9 @@ cdef extern from *:
         const T *e, const T *f, T *g, Py_ssize_t h, Py_ssize_t i, Py_ssize_t j) {}                          \\
         static void dc_dw_##T(const T *a, Py_ssize_t b, const Py_ssize_t *c, Py_ssize_t d, Py_ssize_t e,     \\
                           const T *f, const T *g, Py_ssize_t h, Py_ssize_t i, Py_ssize_t j, Py_ssize_t k,  \\
-                          Py_ssize_t l, T *m) {}
+                          Py_ssize_t l, T *m) {}                                                     \
+        static void dc_dwf_##T(const T *a, Py_ssize_t b, const Py_ssize_t *c, Py_ssize_t d, Py_ssize_t e,    \
+                               const T *f, Py_ssize_t g, Py_ssize_t h, Py_ssize_t i, Py_ssize_t j, T *k) {}
     DC_STUB(float) DC_STUB(double)
     #define DC_TABLE(T) {0, dc_stub_##T, dc_stub_##T, dc_stub_##T, dc_stub_##T, dc_stub_##T, dc_stub_##T}
     #endif
@@ -165,6 +205,10 @@ cdef extern from *:
     void dc_dw_double(const double *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t, Py_ssize_t, const double *,
                       const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                       double *) noexcept nogil
+    void dc_dwf_float(const float *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t, Py_ssize_t, const float *,
+                      Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *) noexcept nogil
+    void dc_dwf_double(const double *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t, Py_ssize_t, const double *,
+                       Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *) noexcept nogil
 
 # Whether this build has the kernels (the stubs of a compiler without vector extensions do nothing).
 VECTORIZED = bool(DC_VECTORIZED)
@@ -228,28 +272,53 @@ cdef void _pad_rows(const floating *src, Py_ssize_t rows, Py_ssize_t W, floating
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
+cdef void _transpose_planes(const floating *src, Py_ssize_t m, Py_ssize_t F, Py_ssize_t P, floating *dst,
+                            Py_ssize_t Fp) noexcept nogil:
+    # dst[n*P + p, f] = src[n, f, p], zero for F <= f < Fp: each pixel's filters side by side.
+    cdef Py_ssize_t n, f, p
+    memset(dst, 0, m * P * Fp * sizeof(floating))
+    for n in range(m):
+        for f in range(F):
+            for p in range(P):
+                dst[(n * P + p) * Fp + f] = src[(n * F + f) * P + p]
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
 def filter_gradient(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] dw,
                     floating[::1] scratch, floating[::1] dscratch, const floating[::1] zeros,
                     const Py_ssize_t[::1] off, Py_ssize_t Hp, Py_ssize_t Wpp, Py_ssize_t Wq, Py_ssize_t pad,
-                    Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb):
+                    Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb, bint by_filters=False):
     """dw (F, ntaps) += sum over images lo:hi and output pixels of dout[n, f] * x[n] padded at tap t.
 
     nb images at a time are padded into scratch (nb, C, Hp, Wpp) and their dout into dscratch
     (nb, F, H_out, Wq), rows zero past W_out; each pass over the taps sums them all before its
-    reduction. ``off`` has a multiple of DW_TAPS taps; zeros holds Wq zeros."""
+    reduction. ``off`` has a multiple of DW_TAPS taps; zeros holds Wq zeros.
+
+    ``by_filters``: the filters in the vector lanes instead; dw is then dw^T (ntaps, Fp), Fp a
+    multiple of two vectors (:func:`dw_lanes`), and dout is transposed into dscratch
+    (nb*H_out*W_out, Fp), zero past F (Wq and zeros unused)."""
     cdef Py_ssize_t n0, n, m, ntaps = off.shape[0], C = x.shape[1]
     cdef Py_ssize_t F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3], S = C * Hp * Wpp
+    cdef Py_ssize_t Fp = dw.shape[1]
     n0 = lo
     with nogil:
         while n0 < hi:
             m = min(nb, hi - n0)
             for n in range(m):
                 _pad_image(&x[n0 + n, 0, 0, 0], C, x.shape[2], x.shape[3], &scratch[n * S], Hp, Wpp, pad, pad)
-            _pad_rows(&dout[n0, 0, 0, 0], m * F * Ho, Wo, &dscratch[0], Wq)
-            if floating is float:
-                dc_dw_float(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], &zeros[0], m, F, Ho, Wo, Wq,
-                            &dw[0, 0])
+            if by_filters:
+                _transpose_planes(&dout[n0, 0, 0, 0], m, F, Ho * Wo, &dscratch[0], Fp)
+                if floating is float:
+                    dc_dwf_float(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], m, Fp, Ho, Wo, &dw[0, 0])
+                else:
+                    dc_dwf_double(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], m, Fp, Ho, Wo, &dw[0, 0])
             else:
-                dc_dw_double(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], &zeros[0], m, F, Ho, Wo, Wq,
-                             &dw[0, 0])
+                _pad_rows(&dout[n0, 0, 0, 0], m * F * Ho, Wo, &dscratch[0], Wq)
+                if floating is float:
+                    dc_dw_float(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], &zeros[0], m, F, Ho, Wo, Wq,
+                                &dw[0, 0])
+                else:
+                    dc_dw_double(&scratch[0], Wpp, &off[0], ntaps, S, &dscratch[0], &zeros[0], m, F, Ho, Wo, Wq,
+                                 &dw[0, 0])
             n0 += m

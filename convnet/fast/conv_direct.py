@@ -11,7 +11,8 @@ straight from it:
 - dx: the same kernel on dout padded by ``kernel - 1 - pad``, with the filters
   flipped and their two channel axes swapped;
 - dw: sums over the pixels of dout times the padded image, 2 filters by 6 taps
-  at a time.
+  at a time, or, where the filters fill more vector lanes than a row's pixels
+  (:func:`dw_by_filters`), 6 taps by two vectors of filters.
 
 Extra memory is a few padded images per thread, whatever N. Usable with the
 compiled kernels only, for stride 1 and ``pad < min(HH, WW)``.
@@ -27,7 +28,7 @@ from convnet import _checks
 from convnet.fast import _backend, workspace
 from convnet.fast.conv_im2col import bias_gradient
 
-__all__ = ["Direct", "DIRECT", "filter_block"]
+__all__ = ["Direct", "DIRECT", "filter_block", "dw_by_filters"]
 
 # dw pads this many bytes of images at a time and sums them in each pass over its taps (an L2 cache's share).
 DW_CHUNK_BYTES = 128 * 2**10
@@ -41,6 +42,14 @@ def filter_block(F: int) -> int:
     if F <= MAX_BLOCK:
         return F
     return min(range(MAX_BLOCK, 3, -1), key=lambda fb: -(-F // fb) * fb)
+
+
+def dw_by_filters(F: int, W_out: int, itemsize: int) -> bool:
+    """Whether dw holds the filters in its vector lanes (two vectors of them per pass) rather than a row's
+    pixels (one vector): where ``F`` fills at least the share of its lanes that ``W_out`` fills of its own
+    (with no tail to mask and no sums across lanes, it wins the ties: benchmarks/README.md)."""
+    row = _backend.direct.dw_lanes(itemsize)
+    return F / (-(-F // (2 * row)) * 2 * row) >= W_out / (-(-W_out // row) * row)
 
 
 def _blocked(wmat, fb):
@@ -143,13 +152,22 @@ class Direct:
         """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, taps
         padded), and of db, (F,) float64."""
         lay = _layout_of(g, x.itemsize)
-        dw = np.zeros((g.F, len(lay.dw_off)), dtype=x.dtype)
-        per_image = g.C * lay.Hp * lay.Wpp + g.F * g.H_out * lay.Wq_dw
+        by_filters = dw_by_filters(g.F, g.W_out, x.itemsize)
+        Fp = -(-g.F // (2 * _backend.direct.dw_lanes(x.itemsize))) * 2 * _backend.direct.dw_lanes(x.itemsize)
+        dout_image = g.H_out * g.W_out * Fp if by_filters else g.F * g.H_out * lay.Wq_dw
+        per_image = g.C * lay.Hp * lay.Wpp + dout_image
         nb = max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))
         scratch = workspace.empty("direct.pad", (nb * g.C * lay.Hp * lay.Wpp,), x.dtype)
-        dscratch = workspace.empty("direct.dout", (nb * g.F * g.H_out * lay.Wq_dw,), x.dtype)
-        _backend.direct.filter_gradient(x, dout, dw, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp, lay.Wpp,
-                                        lay.Wq_dw, g.pad, lo, hi, nb)
+        dscratch = workspace.empty("direct.dout", (nb * dout_image,), x.dtype)
+        if by_filters:
+            dwT = np.zeros((len(lay.dw_off), Fp), dtype=x.dtype)
+            _backend.direct.filter_gradient(x, dout, dwT, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp, lay.Wpp,
+                                            lay.Wq_dw, g.pad, lo, hi, nb, True)
+            dw = dwT[:, :g.F].T
+        else:
+            dw = np.zeros((g.F, len(lay.dw_off)), dtype=x.dtype)
+            _backend.direct.filter_gradient(x, dout, dw, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp, lay.Wpp,
+                                            lay.Wq_dw, g.pad, lo, hi, nb)
         if dx is not None:
             wt, fb = operand
             dpad = workspace.empty("direct.dout", (g.F * lay.Hq * lay.Wq,), x.dtype)  # dw is done with it

@@ -111,9 +111,12 @@ def test_finite_differences_float64():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_non_finite_inputs_as_im2col(dtype):
+@pytest.mark.parametrize("by_filters", [False, True])
+def test_non_finite_inputs_as_im2col(dtype, by_filters, monkeypatch):
     # An infinity in the last input columns, which only some taps reach: the lanes past a row's end are
-    # masked, so dw stays finite where no output read it (a product by a zero dout would give NaN).
+    # masked (or, with the filters in the lanes, never read), so dw stays finite where no output read it
+    # (a product by a zero dout would give NaN).
+    monkeypatch.setattr(conv_direct, "dw_by_filters", lambda *a: by_filters)
     x, w, b, cp = _inputs((2, 3, 12, 21, 4, 5, 5, 1, 0), dtype, 5)
     x[1, 2, 4, 19] = np.inf
     x[0, 1, 7, 20] = -np.inf
@@ -131,7 +134,9 @@ def test_non_finite_inputs_as_im2col(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_chunks_parts_and_threads_agree(dtype, monkeypatch, exact_conv):
+@pytest.mark.parametrize("by_filters", [False, True])
+def test_chunks_parts_and_threads_agree(dtype, by_filters, monkeypatch, exact_conv):
+    monkeypatch.setattr(conv_direct, "dw_by_filters", lambda *a: by_filters)
     # dw sums padded images in chunks: one image per chunk, and the whole batch split between threads.
     x, w, b, cp = _inputs((11, 3, 10, 13, 5, 3, 3, 1, 1), dtype, 6)
     got, dout = _run(x, w, b, cp)
@@ -149,6 +154,24 @@ def test_network_input_skips_dx():
         out, cache = FastConv.forward(x, w, b, cp)
     dx, dw, db = FastConv.backward(np.ones_like(out), cache)
     assert dx is None and dw.shape == w.shape
+
+
+@pytest.mark.parametrize("F, W_out, itemsize, by_filters", [
+    (16, 10, 4, True),    # LeNet's second layer: 16 of 16 filter lanes against 10 of 16 row lanes
+    (6, 28, 4, False),    # LeNet's first: 6 of 16 against 28 of 32
+    (32, 32, 4, True),    # full either way: filters (no tail mask, no sums across lanes)
+    (12, 32, 4, False),   # 12 of 16 against 32 of 32
+    (32, 12, 4, True),
+    (7, 10, 8, True),     # float64: 7 of 8 against 10 of 12
+    (4, 17, 8, False),
+])
+def test_dw_by_filters(F, W_out, itemsize, by_filters, exact_conv):
+    assert conv_direct.dw_by_filters(F, W_out, itemsize) is by_filters
+    dtype = np.float32 if itemsize == 4 else np.float64
+    x, w, b, cp = _inputs((3, 2, 7, W_out + 2, F, 3, 3, 1, 0), dtype, 8)
+    got, dout = _run(x, w, b, cp)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, exact_conv(x, w, b, cp, dout)):
+        _assert_close(a, r, dtype, name)
 
 
 @pytest.mark.parametrize("F, block", [(1, 1), (3, 3), (6, 6), (7, 4), (8, 4), (13, 5), (16, 4), (18, 6),
