@@ -11,8 +11,8 @@ straight from it:
 - dx: the same kernel on dout padded by ``kernel - 1 - pad``, with the filters
   flipped and their two channel axes swapped;
 - dw: sums over the pixels of dout times the padded image, 2 filters by 6 taps
-  at a time, or, where the filters fill more vector lanes than a row's pixels
-  (:func:`dw_by_filters`), 6 taps by two vectors of filters.
+  at a time, or, where the filters fill at least the share of the vector lanes
+  that a row's pixels do (:func:`dw_by_filters`), 6 taps by two vectors of filters.
 
 Extra memory is a few padded images per thread, whatever N. Usable with the
 compiled kernels only, for stride 1 and ``pad < min(HH, WW)``.
