@@ -5,7 +5,7 @@ hundreds of MB. glibc serves an array past its mmap threshold (32 MiB at
 most) from a fresh mapping and unmaps it when it is freed, so each call faults
 its results in again. With numpy's huge-page advice those faults can stall a
 call for tens of milliseconds while the kernel compacts memory
-(benchmarks/README.md: allocation churn).
+(benchmarks/README.md, the constants table: returned arrays reused).
 
 The layers take their results from here instead. Each result is a view of a
 buffer this module keeps. A later request for the same number of bytes gets
