@@ -678,8 +678,9 @@ def im2row_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, c
 
 
 def batched_gemm(const floating[:, :, :] A, const floating[:, :, :] B, floating[:, :, :] C, double beta,
-                 bint split=False):
-    """C[i] = A[i] @ B[i] + beta * C[i] for every i: (nk, M, K) @ (nk, K, N) -> (nk, M, N).
+                 bint split=False, bint trans_a=False):
+    """C[i] = op(A[i]) @ B[i] + beta * C[i] for every i: (nk, M, K) @ (nk, K, N) -> (nk, M, N), op(A) = A
+    or, with ``trans_a``, A transposed (A then (nk, K, M)).
 
     Each matrix has unit stride along its rows (any row and member strides,
     such as Winograd's slabs). split: share the GEMMs with the worker.
@@ -689,7 +690,7 @@ def batched_gemm(const floating[:, :, :] A, const floating[:, :, :] B, floating[
     cdef bint shared = split and _lend()
     with nogil:
         job.ntasks = job.nblocks = job.scratch = 0
-        _add_batch(&job, False, False, C.shape[1], C.shape[2], A.shape[2], &A[0, 0, 0], A.strides[1] // z,
+        _add_batch(&job, trans_a, False, C.shape[1], C.shape[2], B.shape[1], &A[0, 0, 0], A.strides[1] // z,
                    A.strides[0] // z, &B[0, 0, 0], B.strides[1] // z, B.strides[0] // z, <floating>beta,
                    &C[0, 0, 0], C.strides[1] // z, C.strides[0] // z, C.shape[0])
         _run(&job, shared)

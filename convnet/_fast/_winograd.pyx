@@ -619,46 +619,51 @@ cdef enum:
     FB = 128  # pairs per block: the block's rows (9 + 3*alpha of FB values) stay in the L1 cache
 
 
+cdef inline void _sum_terms(floating* dst, const floating* c, const floating* const* p, Py_ssize_t n,
+                            Py_ssize_t nb, bint accumulate) noexcept nogil:
+    # dst[b] = c[0] * p[0][b] + ... (accumulate: dst[b] + c[0] * p[0][b] + ...) for n = 1, 2 or 3 terms.
+    cdef Py_ssize_t b
+    if accumulate:
+        if n == 1:
+            for b in range(nb):
+                dst[b] = dst[b] + c[0] * p[0][b]
+        elif n == 2:
+            for b in range(nb):
+                dst[b] = dst[b] + c[0] * p[0][b] + c[1] * p[1][b]
+        else:
+            for b in range(nb):
+                dst[b] = dst[b] + c[0] * p[0][b] + c[1] * p[1][b] + c[2] * p[2][b]
+    elif n == 1:
+        for b in range(nb):
+            dst[b] = c[0] * p[0][b]
+    elif n == 2:
+        for b in range(nb):
+            dst[b] = c[0] * p[0][b] + c[1] * p[1][b]
+    else:
+        for b in range(nb):
+            dst[b] = c[0] * p[0][b] + c[1] * p[1][b] + c[2] * p[2][b]
+
+
 cdef inline void _combine(floating* dst, const floating* src, Py_ssize_t sstride, const floating* coef,
                           Py_ssize_t nterms, Py_ssize_t nb) noexcept nogil:
-    # dst[b] = sum_t coef[t] * src[t*sstride + b] for b < nb, skipping zero coefficients (0 * inf would be
-    # NaN), summed in t's order; up to three terms per pass over dst: a pass per term was bound by dst's
-    # loads and stores.
-    cdef Py_ssize_t t, b, n = 0, k
-    cdef floating c[3]
-    cdef const floating* p[3]
-    cdef bint first = True
-    for t in range(nterms + 1):
-        if t < nterms and coef[t] != 0:
+    # dst[b] = sum_t coef[t] * src[t*sstride + b] for b < nb and nterms <= 6, skipping zero coefficients
+    # (0 * inf would be NaN), summed in t's order; three terms per pass over dst: a pass per term was bound
+    # by dst's loads and stores.
+    cdef Py_ssize_t t, b, n = 0
+    cdef floating c[6]
+    cdef const floating* p[6]
+    for t in range(nterms):
+        if coef[t] != 0:
             c[n] = coef[t]
             p[n] = src + t * sstride
             n += 1
-        if n == 3 or (t == nterms and (n > 0 or first)):
-            if first:
-                if n == 0:
-                    for b in range(nb):
-                        dst[b] = 0
-                elif n == 1:
-                    for b in range(nb):
-                        dst[b] = c[0] * p[0][b]
-                elif n == 2:
-                    for b in range(nb):
-                        dst[b] = c[0] * p[0][b] + c[1] * p[1][b]
-                else:
-                    for b in range(nb):
-                        dst[b] = c[0] * p[0][b] + c[1] * p[1][b] + c[2] * p[2][b]
-            else:
-                if n == 1:
-                    for b in range(nb):
-                        dst[b] = dst[b] + c[0] * p[0][b]
-                elif n == 2:
-                    for b in range(nb):
-                        dst[b] = dst[b] + c[0] * p[0][b] + c[1] * p[1][b]
-                else:
-                    for b in range(nb):
-                        dst[b] = dst[b] + c[0] * p[0][b] + c[1] * p[1][b] + c[2] * p[2][b]
-            first = False
-            n = 0
+    if n == 0:
+        for b in range(nb):
+            dst[b] = 0
+        return
+    _sum_terms(dst, c, p, min(n, 3), nb, False)
+    if n > 3:
+        _sum_terms(dst, c + 3, p + 3, n - 3, nb, True)
 
 
 cdef _filter_scratch(floating like, const double[:, ::1] G):
@@ -676,43 +681,29 @@ cdef _filter_scratch(floating like, const double[:, ::1] G):
 
 
 def winograd_filter(const floating[:, :, :, ::1] w, floating[:, :, ::1] U, const double[:, ::1] G,
-                    bint transposed=False, Py_ssize_t lo=0, Py_ssize_t hi=-1):
-    """U[k, f, c] = (G w[f, c] G^T)[r, s], k = alpha*r + s, for the pairs lo <= j < hi (hi -1: all).
+                    Py_ssize_t lo=0, Py_ssize_t hi=-1):
+    """U[k, f, c] = (G w[f, c] G^T)[r, s], k = alpha*r + s, for the pairs j = f*C + c, lo <= j < hi (hi -1: all).
 
-    U is (nk, F, C) with pair j = f*C + c, or with ``transposed`` (nk, C, F) with j = c*F + f.
-    G is the (alpha, 3) filter matrix, alpha = 4 or 6.
+    U is (nk, F, C); G is the (alpha, 3) filter matrix, alpha = 4 or 6.
     """
     cdef Py_ssize_t F = w.shape[0], C = w.shape[1], alpha = G.shape[0]
-    cdef Py_ssize_t J = F * C, j0, b, nb, e, r, s, l, f, c
+    cdef Py_ssize_t J = F * C, j0, b, nb, e, r, s, l
     if hi < 0:
         hi = J
     cdef floating[::1] scratch = _filter_scratch(w[0, 0, 0, 0], G)
     cdef floating* wb = &scratch[0]
     cdef floating* t1 = wb + 9 * FB
     cdef floating* grow = t1 + 3 * alpha * FB + 3 * alpha
-    cdef const floating* wflat = &w[0, 0, 0, 0]
     cdef const floating* src
     cdef floating* out = &U[0, 0, 0]
     with nogil:
         j0 = lo
         while j0 < hi:
             nb = min(<Py_ssize_t>FB, hi - j0)
-            if transposed:  # pair j = c*F + f; stepping (f, c) avoids a division per pair
-                f = j0 % F
-                c = j0 // F
+            src = &w[0, 0, 0, 0] + j0 * 9
+            for e in range(9):  # e outer: gcc vectorises the strided reads over b
                 for b in range(nb):
-                    src = wflat + (f * C + c) * 9
-                    for e in range(9):
-                        wb[e * FB + b] = src[e]
-                    f += 1
-                    if f == F:
-                        f = 0
-                        c += 1
-            else:
-                src = wflat + j0 * 9
-                for e in range(9):  # e outer: gcc vectorises the strided reads over b
-                    for b in range(nb):
-                        wb[e * FB + b] = src[b * 9 + e]
+                    wb[e * FB + b] = src[b * 9 + e]
             # t1[r, l] = sum_i G[r, i] w[i, l]; U[r*alpha + s] = sum_l G[s, l] t1[r, l]
             for r in range(alpha):
                 for l in range(3):

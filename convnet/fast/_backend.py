@@ -19,7 +19,7 @@ layers never ask which one runs:
 ``winograd_input_adjoint``    (dV, dx, pad, tH, tW, nthreads, m)
 ``winograd_output``           (M, b, out, tH, tW, nthreads, m)
 ``winograd_output_adjoint``   (dout, dM, tH, tW, nthreads, m)
-``winograd_filter``           (w, U, G, transposed, lo, hi)
+``winograd_filter``           (w, U, G, lo, hi)
 ``winograd_filter_adjoint``   (dU, dw, G, lo, hi)
 ============================  ==================================================
 

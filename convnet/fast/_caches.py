@@ -14,15 +14,18 @@ class _FastCache:
 
 
 class ConvCache(_FastCache):
-    """What :meth:`FastConv.forward` keeps: the inputs; backward recomputes the columns."""
+    """What :meth:`FastConv.forward` keeps: the inputs, and an algorithm's filter operand where it serves
+    backward too (Winograd's transformed filters, at most 4x w's size); backward recomputes the columns."""
 
-    __slots__ = ("x", "w", "b", "conv_param", "need_dx")
+    __slots__ = ("x", "w", "b", "conv_param", "need_dx", "operand")
 
     def __init__(self, x, w, b, conv_param, need_dx=True):
         self.layer = "FastConv"
         self.x, self.w, self.b, self.conv_param = x, w, b, conv_param
         # False for a network's input (convnet.fast.inputs): backward returns None for dx.
         self.need_dx = need_dx
+        # (algorithm, its filter operand) when the algorithm's operand_serves_backward, else None.
+        self.operand = None
 
 
 class MaxPoolCache(_FastCache):

@@ -184,9 +184,9 @@ def winograd_output_adjoint(dout, dM, tH, tW, nthreads=1, m=2):
                                                      dyp.reshape(n, F, tH, m, tW, m), AT, optimize=True)
 
 
-def winograd_filter(w, U, G, transposed=False, lo=0, hi=-1):
-    """``U[k, f, c] = (G w[f, c] G^T)[r, s]`` (``transposed``: U is (nk, C, F)) for the pairs lo <= j < hi."""
-    full = TRANSFORMS[G.shape[0] - 2].filter(w, transposed)
+def winograd_filter(w, U, G, lo=0, hi=-1):
+    """``U[k, f, c] = (G w[f, c] G^T)[r, s]`` for the pairs lo <= j < hi (j = f*C + c)."""
+    full = TRANSFORMS[G.shape[0] - 2].filter(w)
     J = full.shape[1] * full.shape[2]
     hi = J if hi < 0 else hi
     U.reshape(-1, J)[:, lo:hi] = full.reshape(-1, J)[:, lo:hi]

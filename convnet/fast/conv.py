@@ -1,7 +1,9 @@
 """FastConv: the convolution layer, run by the algorithm :func:`choose` picks for each layer.
 
 Algorithms, each an object with one predicate ``is_usable_for(geometry)`` (and
-``operand_only_for_dx``: whether its ``backward_operand`` serves dx alone):
+``operand_only_for_dx``: whether its ``backward_operand`` serves dx alone;
+``operand_serves_backward``: whether the forward pass's ``filter_operand``,
+kept in the cache, is also backward's, of shape ``operand_shape(geometry)``):
 
 - :data:`~convnet.fast.conv_im2col.IM2COL`: im2col + GEMM, any layer;
 - :data:`~convnet.fast.conv_im2row.IM2ROW`: im2row + GEMM (the transposed layout), any layer;
@@ -39,7 +41,7 @@ WINOGRAD_MIN_CHANNELS = 16
 # (benchmarks/README.md) and, with 9x smaller transform coefficients, rounds less.
 WINOGRAD4_MIN_SIZE = 16
 # 'auto' takes Winograd from this many output pixels per call (N * H_out * W_out), one 14x14 image: below, the
-# three filter transforms of a step and the short batched GEMMs cost more than the multiplications saved (12x12).
+# two filter transforms of a step and the short batched GEMMs cost more than the multiplications saved (12x12).
 WINOGRAD_MIN_PIXELS = 196
 # 'auto' takes im2row (prefers_im2row) on output rows narrower than this and calls of this many output pixels:
 # wider rows make im2col's copies efficient, fewer pixels make the (pixels, K) GEMM short (benchmarks/README.md).
@@ -143,6 +145,17 @@ def _plan(g, itemsize):
     return plan
 
 
+def _kept_operand(cache, algo, g, dtype) -> bool:
+    """Whether the cache holds ``algo``'s forward operand for layer ``g`` as forward made it (the cache is a
+    plain object a caller could have edited; the settings may have chosen another algorithm since)."""
+    kept = cache.operand
+    if not (type(kept) is tuple and len(kept) == 2 and kept[0] is algo):
+        return False
+    op = kept[1]
+    return (type(op) is np.ndarray and op.dtype == dtype and op.flags.c_contiguous
+            and op.shape == algo.operand_shape(g))
+
+
 class FastConv:
     """2-D convolution (cross-correlation, as PyTorch's ``conv2d``) by im2col or im2row + GEMM, or Winograd."""
 
@@ -179,6 +192,8 @@ class FastConv:
             operand = algo.filter_operand(np.ascontiguousarray(w), g, s)
             parallel.run_parts(lambda lo, hi: algo.forward(x, operand, bvec, out, g, lo, hi, share, s), parts,
                                workers=share - 1, limit_blas=False)
+        if cache.need_dx and algo.operand_serves_backward:
+            cache.operand = (algo, operand)
         return out, cache
 
     @staticmethod
@@ -221,8 +236,12 @@ class FastConv:
             return acc
 
         with parallel.one_blas_thread(limit):  # as in forward
-            skip = dx is None and algo.operand_only_for_dx
-            operand = None if skip else algo.backward_operand(np.ascontiguousarray(w), g, s)
+            if _kept_operand(cache, algo, g, x.dtype):
+                operand = cache.operand[1]
+            elif dx is None and algo.operand_only_for_dx:
+                operand = None
+            else:
+                operand = algo.backward_operand(np.ascontiguousarray(w), g, s)
             # Folded in part order: the same sums whichever thread ran which part.
             dw, db = parallel.run_parts(part, parts, workers=share - 1, fold=fold, limit_blas=False)
             dw = algo.filter_gradient(dw, w.shape, s)

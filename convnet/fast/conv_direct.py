@@ -49,7 +49,13 @@ def dw_by_filters(F: int, W_out: int, itemsize: int) -> bool:
     pixels (one vector): where ``F`` fills at least the share of its lanes that ``W_out`` fills of its own
     (with no tail to mask and no sums across lanes, it wins the ties: benchmarks/README.md)."""
     row = _backend.direct.dw_lanes(itemsize)
-    return F / (-(-F // (2 * row)) * 2 * row) >= W_out / (-(-W_out // row) * row)
+    return F / _filter_lanes(F, itemsize) >= W_out / (-(-W_out // row) * row)
+
+
+def _filter_lanes(F: int, itemsize: int) -> int:
+    """``F`` rounded up to whole pairs of dw's vectors: the filters' lanes when dw holds them."""
+    pair = 2 * _backend.direct.dw_lanes(itemsize)
+    return -(-F // pair) * pair
 
 
 def _blocked(wmat, fb):
@@ -127,6 +133,7 @@ class Direct:
 
     # FastConv.backward skips the operand when dx is not needed (a network's first layer).
     operand_only_for_dx = True
+    operand_serves_backward = False
 
     def backward_operand(self, w, g, s):
         """(blocked flipped filters with channels and filters swapped, block) for dx."""
@@ -153,7 +160,7 @@ class Direct:
         padded), and of db, (F,) float64."""
         lay = _layout_of(g, x.itemsize)
         by_filters = dw_by_filters(g.F, g.W_out, x.itemsize)
-        Fp = -(-g.F // (2 * _backend.direct.dw_lanes(x.itemsize))) * 2 * _backend.direct.dw_lanes(x.itemsize)
+        Fp = _filter_lanes(g.F, x.itemsize)
         dout_image = g.H_out * g.W_out * Fp if by_filters else g.F * g.H_out * lay.Wq_dw
         per_image = g.C * lay.Hp * lay.Wpp + dout_image
         nb = max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))

@@ -157,6 +157,7 @@ class Im2col:
     backward_operand = filter_operand
     # The compiled backward reads the operand's shape even when it skips dx.
     operand_only_for_dx = False
+    operand_serves_backward = False
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, C*HH*WW), summed over the parts, in the filters' shape."""

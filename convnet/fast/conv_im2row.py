@@ -45,6 +45,7 @@ class Im2row:
     backward_operand = filter_operand
     # The compiled backward reads the operand's shape even when it skips dx.
     operand_only_for_dx = False
+    operand_serves_backward = False
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, HH*WW*C), summed over the parts, in the filters' shape (F, C, HH, WW)."""

@@ -36,6 +36,7 @@ class Pointwise:
     backward_operand = filter_operand
     # A view of w: nothing to skip.
     operand_only_for_dx = False
+    operand_serves_backward = False
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, C), summed over the parts, in the filters' shape."""

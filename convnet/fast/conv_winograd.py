@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _checks
-from convnet.fast import _backend, parallel, workspace
+from convnet.fast import _backend, parallel, results, workspace
 from convnet.fast.conv_im2col import bias_gradient
 from convnet.fast.winograd import F2, F4
 
@@ -79,22 +79,25 @@ class Winograd:
         return int(max(1, min(g.N, limit // per_image)))
 
     def filter_operand(self, w, g, s):
-        """``U`` (nk, F, C): the transformed filters (scratch: used within the call only)."""
-        return self._filter(w, g, s, False)
+        """``U`` (nk, F, C): the transformed filters, a fresh array (the forward pass keeps it for backward)."""
+        t = self.transform
+        U = results.empty(self.operand_shape(g), w.dtype)
+        parallel.run_split(lambda lo, hi: _backend.winograd_filter(w, U, t.G, lo, hi),
+                           g.F * g.C, t.nk * g.F * g.C * FILTER_WORK_SCALE, s)
+        return U
+
+    def operand_shape(self, g: _checks.ConvGeometry) -> tuple:
+        """The shape of :meth:`filter_operand`'s ``U``: (nk, F, C)."""
+        return (self.transform.nk, g.F, g.C)
 
     # FastConv.backward skips the operand (a filter transform) when dx is not needed.
     operand_only_for_dx = True
+    # The forward's U serves backward too (dV = U^T dM as a transposed GEMM): a filter transform less per step.
+    operand_serves_backward = True
 
     def backward_operand(self, w, g, s):
-        """``U^T`` (nk, C, F), contiguous: the left operand of ``dV = U^T dM``, transformed from w as it lies."""
-        return self._filter(w, g, s, True)
-
-    def _filter(self, w, g, s, transposed):
-        t = self.transform
-        U = workspace.empty("winograd.U", (t.nk, g.C, g.F) if transposed else (t.nk, g.F, g.C), w.dtype)
-        parallel.run_split(lambda lo, hi: _backend.winograd_filter(w, U, t.G, transposed, lo, hi),
-                           g.F * g.C, t.nk * g.F * g.C * FILTER_WORK_SCALE, s)
-        return U
+        """``U`` (nk, F, C) as :meth:`filter_operand`: the left operand, transposed, of ``dV = U^T dM``."""
+        return self.filter_operand(w, g, s)
 
     def filter_gradient(self, dU, shape, s):
         """dw (F, C, 3, 3), a fresh array, from ``dU`` (nk, F, C) summed over the parts."""
@@ -145,7 +148,7 @@ class Winograd:
                 np.matmul(U, V, out=M)
             _backend.winograd_output(M, b, out[n0:n0 + m], tH, tW, nt, m_tile)
 
-    def backward(self, x, Ut, dout, dx, g, lo, hi, share, s):
+    def backward(self, x, U, dout, dx, g, lo, hi, share, s):
         """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of ``dU`` (nk, F, C)
         and of db, (F,) float64.
 
@@ -174,9 +177,9 @@ class Winograd:
                 continue
             # The tiles are used up: their memory takes their gradient.
             if compiled:
-                _backend.conv_part.batched_gemm(Ut, dM, V, 0.0)
+                _backend.conv_part.batched_gemm(U, dM, V, 0.0, False, True)
             else:
-                np.matmul(Ut, dM, out=V)
+                np.matmul(U.transpose(0, 2, 1), dM, out=V)
             _backend.winograd_input_adjoint(V, dx[n0:n0 + m], g.pad, tH, tW, nt, m_tile)
         return dU, bias_gradient(dout, lo, hi)
 

@@ -52,18 +52,16 @@ class Transform:
         tH, tW = self.tiles(g)
         return self.nk * tH * tW
 
-    def filter(self, w, transposed=False):
+    def filter(self, w):
         """``U[alpha*r + s, f, c] = (G w[f, c] G^T)[r, s]``: shape (nk, F, C), contiguous, w's dtype.
 
-        ``transposed=True`` gives ``U`` laid out (nk, C, F) instead, contiguous:
-        the backward pass's operand, without a copy of ``U`` to transpose it.
         Two GEMMs with F*C columns on a transposed copy of w (faster than einsum).
         """
         G = self.G.astype(w.dtype)
         F, C = w.shape[:2]
-        wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0) if transposed else w.transpose(2, 3, 0, 1))
+        wt = np.ascontiguousarray(w.transpose(2, 3, 0, 1))
         wg = np.matmul(G, wt.reshape(3, 3, F * C))  # (k, s, fc) = (w G^T)[k, s]
-        return (G @ wg.reshape(3, self.alpha * F * C)).reshape((self.nk, C, F) if transposed else (self.nk, F, C))
+        return (G @ wg.reshape(3, self.alpha * F * C)).reshape(self.nk, F, C)
 
     def filter_adjoint(self, dU, shape):
         """Adjoint of :meth:`filter`: ``dw[f, c] = G^T dU[:, f, c] G``, of ``shape`` (F, C, 3, 3)."""

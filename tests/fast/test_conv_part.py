@@ -384,6 +384,12 @@ def test_batched_gemm_on_slabs(split, dtype, gemm_in_kernels):
     one = slab(M, K)[:1], slab(K, N)[:1], slab(M, N)[:1]  # one member: blocks of rows
     gemm_in_kernels.batched_gemm(*one, 0.0, split)
     _assert_scaled(one[2], np.matmul(one[0].astype(np.float64), one[1]).astype(dtype), dtype, "one member")
+    # trans_a: A given as it lies, (nk, K, M), and used transposed (Winograd's dV = U^T dM); rows split too.
+    for At, Bt, Ct in ((slab(K, M), B, C), (slab(K, M)[:1], slab(K, N)[:1], slab(M, N)[:1])):
+        before = Ct.astype(np.float64)
+        gemm_in_kernels.batched_gemm(At, Bt, Ct, 1.0, split, True)
+        want = np.matmul(At.astype(np.float64).transpose(0, 2, 1), Bt) + before
+        _assert_scaled(Ct, want.astype(dtype), dtype, f"trans_a, {len(At)} member(s)")
 
 
 def test_winograd_compiled_gemms_predicate(monkeypatch):

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 
 import convnet.fast as fast
 from convnet import _checks
-from convnet.fast import FastConv, _backend, _numpy
+from convnet.fast import FastConv, _backend, _config, _numpy
 from convnet.fast.conv import choose
 from convnet.fast.conv_winograd import CHUNK_TARGET, WINOGRAD2, WINOGRAD4
 from convnet.fast.winograd import TRANSFORMS
@@ -89,9 +89,6 @@ def test_filter_transform_and_its_adjoint(m):
     assert U.shape == (t.nk, 3, 2) and U.flags.c_contiguous
     np.testing.assert_allclose(U.reshape(t.alpha, t.alpha, 3, 2), np.einsum("ri,fcij,sj->rsfc", t.G, w, t.G),
                                rtol=1e-13, atol=1e-13)
-    Ut = t.filter(w, transposed=True)  # the backward pass's operand, laid out (nk, C, F)
-    assert Ut.shape == (t.nk, 2, 3) and Ut.flags.c_contiguous
-    np.testing.assert_array_equal(Ut, U.transpose(0, 2, 1))
     dU = rng.standard_normal(U.shape)
     np.testing.assert_allclose(np.vdot(U, dU), np.vdot(w, t.filter_adjoint(dU, w.shape)), rtol=1e-12)
 
@@ -110,31 +107,28 @@ def test_filter_kernels_apply_the_transform_and_its_adjoint(kernels, dtype, m, F
     rng = np.random.default_rng(F * C)
     w = rng.standard_normal((F, C, 3, 3)).astype(dtype)
     dU = rng.standard_normal((t.nk, F, C)).astype(dtype)
-    for transposed in (False, True):
-        U = np.full((t.nk, C, F) if transposed else (t.nk, F, C), np.nan, dtype=dtype)
-        kernels.winograd_filter(w, U, t.G, transposed, 0, -1)
-        exact = t.filter(w.astype(np.float64), transposed)
-        np.testing.assert_allclose(U, exact, **tol(dtype))
+    U = np.full((t.nk, F, C), np.nan, dtype=dtype)
+    kernels.winograd_filter(w, U, t.G, 0, -1)
+    np.testing.assert_allclose(U, t.filter(w.astype(np.float64)), **tol(dtype))
     dw = np.full(w.shape, np.nan, dtype=dtype)
     kernels.winograd_filter_adjoint(dU, dw, t.G, 0, -1)
     np.testing.assert_allclose(dw, t.filter_adjoint(dU.astype(np.float64), w.shape), **tol(dtype))
 
 
 @pytest.mark.parametrize("kernels", KERNEL_SETS)
-@pytest.mark.parametrize("transposed", [False, True])
-def test_filter_kernels_write_only_their_range_of_pairs(kernels, transposed):
+def test_filter_kernels_write_only_their_range_of_pairs(kernels):
     # The pairs are split between threads: each call may touch only pairs lo..hi-1 (the same values as in one call).
     t = TRANSFORMS[2]
     F, C = 13, 21
     rng = np.random.default_rng(1)
     w, dU = rng.standard_normal((F, C, 3, 3)), rng.standard_normal((t.nk, F, C))
-    whole = np.empty((t.nk, C, F) if transposed else (t.nk, F, C))
-    kernels.winograd_filter(w, whole, t.G, transposed, 0, F * C)
+    whole = np.empty((t.nk, F, C))
+    kernels.winograd_filter(w, whole, t.G, 0, F * C)
     dw_whole = np.empty(w.shape)
     kernels.winograd_filter_adjoint(dU, dw_whole, t.G, 0, F * C)
     for lo, hi in [(0, 1), (5, 140), (130, 273), (272, 273)]:
         U = np.full_like(whole, np.nan)
-        kernels.winograd_filter(w, U, t.G, transposed, lo, hi)
+        kernels.winograd_filter(w, U, t.G, lo, hi)
         flat, ref = U.reshape(t.nk, -1), whole.reshape(t.nk, -1)
         np.testing.assert_array_equal(flat[:, lo:hi], ref[:, lo:hi])
         assert np.isnan(flat[:, :lo]).all() and np.isnan(flat[:, hi:]).all()
@@ -260,6 +254,75 @@ def test_winograd_agrees_with_im2col(dtype, algo, conv_algorithm, conv_inputs, a
         results[name] = (out,) + tuple(FastConv.backward(dout, cache))
     for name, a, r in zip(("out", "dx", "dw", "db"), results[algo], results["im2col"]):
         assert_close_scaled(a, r.astype(np.float64), dtype, name, algo)
+
+
+@pytest.mark.parametrize("algo", WINO_ALGOS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_takes_the_forwards_transformed_filters(dtype, algo, conv_inputs, monkeypatch):
+    # The forward's U is kept in the cache and serves dV = U^T dM: backward transforms the filters once (dw's).
+    x, w, b, cp = conv_inputs((2, 5, 7, 6, 4, 3, 3, 1, 1), dtype, seed=31)
+    dout = np.random.default_rng(32).standard_normal((2, 4, 7, 6)).astype(dtype)
+    chosen = choose(_checks.conv_args(x, w, b, cp), algo)
+    with fast.config(conv_algorithm=algo):
+        out, cache = FastConv.forward(x, w, b, cp)
+        kept_algo, U = cache.operand
+        assert kept_algo is chosen and U.shape == chosen.operand_shape(_checks.conv_args(x, w, b, cp))
+        np.testing.assert_array_equal(U, chosen.filter_operand(w, _checks.conv_args(x, w, b, cp),
+                                                               _config.settings()))
+        fresh = FastConv.backward(dout, FastConv.forward(x, w, b, cp)[1])
+
+        def refuse(*args):
+            raise AssertionError("backward transformed the filters again")
+
+        monkeypatch.setattr(chosen, "backward_operand", refuse)
+        got = FastConv.backward(dout, cache)
+    for a, r in zip(got, fresh):
+        np.testing.assert_array_equal(a, r)
+
+
+EDITS = {
+    "dropped": lambda algo, U: None,
+    "another algorithm": lambda algo, U: (WINOGRAD4 if algo is WINOGRAD2 else WINOGRAD2, U),
+    "wrong shape": lambda algo, U: (algo, np.ascontiguousarray(U[:, :1])),
+    "wrong dtype": lambda algo, U: (algo, U.astype(np.float32)),
+    "not contiguous": lambda algo, U: (algo, np.asfortranarray(U)),
+    "a list": lambda algo, U: (algo, U.tolist()),
+    "not a pair": lambda algo, U: (algo, U, U),
+    "garbage": lambda algo, U: (algo, np.full_like(U, np.nan)),
+}
+
+
+@pytest.mark.parametrize("algo", WINO_ALGOS)
+@pytest.mark.parametrize("edit", EDITS.values(), ids=EDITS.keys())
+def test_an_edited_kept_operand_is_never_trusted_blindly(edit, algo, conv_inputs):
+    # A cache is a plain object: backward uses its operand only as forward left it (garbage of the right
+    # layout is the caller's own values, as an edited x or w would be), else it transforms w again.
+    x, w, b, cp = conv_inputs((2, 5, 7, 6, 4, 3, 3, 1, 1), np.float64, seed=33)
+    dout = np.random.default_rng(34).standard_normal((2, 4, 7, 6))
+    with fast.config(conv_algorithm=algo):
+        ref = FastConv.backward(dout, FastConv.forward(x, w, b, cp)[1])
+        _, cache = FastConv.forward(x, w, b, cp)
+        cache.operand = edit(*cache.operand)
+        dx, dw, db = FastConv.backward(dout, cache)
+    if edit is EDITS["garbage"]:
+        assert np.isnan(dx).all()
+    else:
+        np.testing.assert_array_equal(dx, ref[0])
+    np.testing.assert_array_equal(dw, ref[1])
+    np.testing.assert_array_equal(db, ref[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_under_another_algorithm_than_forward(dtype, conv_inputs, exact_conv, assert_close_scaled):
+    # The settings may change between the passes: the kept U is then not the backward algorithm's.
+    x, w, b, cp = conv_inputs((2, 5, 7, 6, 4, 3, 3, 1, 1), dtype, seed=35)
+    dout = np.random.default_rng(36).standard_normal((2, 4, 7, 6)).astype(dtype)
+    with fast.config(conv_algorithm="winograd4"):
+        out, cache = FastConv.forward(x, w, b, cp)
+    with fast.config(conv_algorithm="winograd2"):
+        got = FastConv.backward(dout, cache)
+    for name, a, r in zip(("dx", "dw", "db"), got, exact_conv(x, w, b, cp, dout)[1:]):
+        assert_close_scaled(a, r, dtype, name, "winograd2")
 
 
 @pytest.mark.parametrize("algo", WINO_ALGOS)
