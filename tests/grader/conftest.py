@@ -12,6 +12,14 @@ from grader.sandbox.submission import STUDENT_FILES
 REDTEAM = Path(__file__).with_name("redteam")
 
 
+@pytest.fixture(scope="session")
+def install_env():
+    """What the install tests add to an install script's environment: baseline kernels only (the CPU variants
+    are tested in tests/fast) at -O1, a third of -O3's compile time (setup.py keeps an -O flag of CFLAGS).
+    The install flow is under test there, not the kernels."""
+    return {"CONVNET_NO_VARIANTS": "1", "CFLAGS": "-O1"}
+
+
 def reference_dir() -> Path:
     import convnet
 

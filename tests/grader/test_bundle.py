@@ -238,12 +238,12 @@ def test_run_autograder_replaces_an_invalid_result(zip_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_setup_sh_installs_the_bundle_that_run_autograder_then_uses(zip_path, tmp_path, offline_venv):
+def test_setup_sh_installs_the_bundle_that_run_autograder_then_uses(zip_path, tmp_path, offline_venv,
+                                                                   install_env):
     root = fake_autograder(tmp_path, zip_path, student_files(REPO / "convnet"))
     python = offline_venv(root / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AUTOGRADER_"))}
-    # CONVNET_NO_VARIANTS: baseline kernels only (the CPU variants are tested in tests/fast).
-    env.update(AUTOGRADER_ROOT=str(root), AUTOGRADER_SKIP_APT="1", CONVNET_NO_VARIANTS="1",
+    env.update(install_env, AUTOGRADER_ROOT=str(root), AUTOGRADER_SKIP_APT="1",
                AUTOGRADER_PIP_ARGS="--no-build-isolation --no-deps --no-index --no-cache-dir")
     setup = subprocess.run(["bash", str(root / "source" / "setup.sh")], capture_output=True, text=True, env=env,
                            cwd=root, timeout=900)

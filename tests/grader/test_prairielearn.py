@@ -420,14 +420,14 @@ def test_entry_point_replaces_an_invalid_result(question, tmp_path, written):
 
 
 @pytest.mark.slow
-def test_install_sh_installs_the_package_that_the_entry_point_then_uses(question, tmp_path, offline_venv):
+def test_install_sh_installs_the_package_that_the_entry_point_then_uses(question, tmp_path, offline_venv,
+                                                                       install_env):
     """install.sh (what the image's Dockerfile runs) into an offline venv; then grade with that venv."""
     venv = tmp_path / "opt" / "venv"
     python = offline_venv(venv)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PL_", "CONVNET_"))}
-    # CONVNET_NO_VARIANTS: baseline kernels only (the CPU variants are tested in tests/fast).
-    env.update(CONVNET_VENV=str(venv), CONVNET_PIP_ARGS="--no-build-isolation --no-deps --no-index --no-cache-dir",
-               CONVNET_NO_VARIANTS="1")
+    env.update(install_env, CONVNET_VENV=str(venv),
+               CONVNET_PIP_ARGS="--no-build-isolation --no-deps --no-index --no-cache-dir")
     install = subprocess.run(["bash", str(question / "image" / "install.sh")], capture_output=True, text=True,
                              env=env, cwd=tmp_path, timeout=900)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-4000:]

@@ -519,19 +519,18 @@ def borrowed_site_dirs() -> list:
     return sorted(d for d in dirs if Path(d).is_dir())
 
 
-def clean_env() -> dict:
+def clean_env(install_env) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    # Baseline kernels only: the install flow is under test; the CPU variants are tested in tests/fast.
-    return dict(env, CONVNET_NO_VARIANTS="1")
+    return dict(env, **install_env)
 
 
 @pytest.mark.slow
-def test_release_installs_and_its_visible_tests_fail_only_on_stubs(starter, tmp_path):
+def test_release_installs_and_its_visible_tests_fail_only_on_stubs(starter, tmp_path, install_env):
     out, info = starter
     copy = tmp_path / "starter"
     shutil.copytree(out, copy)  # pip builds in the tree; keep the shared release pristine
     python = fresh_venv(tmp_path / "venv")
-    env = clean_env()
+    env = clean_env(install_env)
     probe = "import convnet, convnet.fast; print(convnet.__file__); print(convnet.fast.HAVE_CYTHON)"
     if not any((Path(d) / "convnet").exists() for d in borrowed_site_dirs()):
         # An editable install is a .pth hook, not processed here: convnet is not importable before pip install.
