@@ -482,11 +482,13 @@ cdef inline Shape _shape(const Py_ssize_t* x, const Py_ssize_t* w, Py_ssize_t HH
 
 cdef void _im2col_chunk(const floating* x, floating* cols, Py_ssize_t m, Shape z, Py_ssize_t HH,
                         Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:
-    # cols (K, m, P) of the m images from x on.
-    cdef Py_ssize_t k
-    for k in range(z.K):
-        im2col_row(x, cols + k * m * z.P, m, z.C, z.H, z.W, k // (HH * WW), (k // WW) % HH, k % WW,
-                   stride, pad, z.H_out, z.W_out)
+    # cols (K, m, P) of the m images from x on; row k = (c*HH + kh)*WW + kw, without dividing k.
+    cdef Py_ssize_t c, kh, kw, k = 0
+    for c in range(z.C):
+        for kh in range(HH):
+            for kw in range(WW):
+                im2col_row(x, cols + k * m * z.P, m, z.C, z.H, z.W, c, kh, kw, stride, pad, z.H_out, z.W_out)
+                k += 1
 
 
 cdef void _im2row_chunk(const floating* x, floating* rows, floating* xt, Py_ssize_t m, Shape z,

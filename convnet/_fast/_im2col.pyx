@@ -31,12 +31,16 @@ def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t H_out = output_size(H, HH, stride, pad), W_out = output_size(W, WW, stride, pad)
     cdef Py_ssize_t K = C * HH * WW
-    cdef Py_ssize_t k
+    cdef Py_ssize_t k, c, kh, kw
     with nogil:
         if nthreads == 1:  # an OpenMP region costs about 1 us even on one thread
-            for k in range(K):
-                im2col_row(&x[0, 0, 0, 0], &cols[k, 0, 0], N, C, H, W,
-                           k // (HH * WW), (k // WW) % HH, k % WW, stride, pad, H_out, W_out)
+            k = 0
+            for c in range(C):  # row k = (c*HH + kh)*WW + kw, without dividing k
+                for kh in range(HH):
+                    for kw in range(WW):
+                        im2col_row(&x[0, 0, 0, 0], &cols[k, 0, 0], N, C, H, W, c, kh, kw, stride, pad,
+                                   H_out, W_out)
+                        k += 1
         else:
             for k in prange(K, schedule="static", num_threads=nthreads):
                 im2col_row(&x[0, 0, 0, 0], &cols[k, 0, 0], N, C, H, W,

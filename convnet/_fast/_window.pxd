@@ -26,8 +26,17 @@ cdef inline (Py_ssize_t, Py_ssize_t) tap_span(Py_ssize_t tap, Py_ssize_t stride,
                                               Py_ssize_t n_out) noexcept nogil:
     # (lo, hi), lo <= hi: the windows lo <= o < hi (o < n_out) whose element `tap` is a real
     # input position, 0 <= o*stride - pad + tap < size; the dual of window_span.
-    cdef Py_ssize_t lo = (pad - tap + stride - 1) // stride if pad > tap else 0
-    cdef Py_ssize_t hi = size - 1 + pad - tap
+    cdef Py_ssize_t lo, hi
+    if stride == 1:  # without the divisions, which cost more than a small map's row of columns
+        lo = pad - tap if pad > tap else 0
+        hi = size + pad - tap
+        if hi < 0:
+            hi = 0
+        elif hi > n_out:
+            hi = n_out
+        return (lo if lo < hi else hi), hi
+    lo = (pad - tap + stride - 1) // stride if pad > tap else 0
+    hi = size - 1 + pad - tap
     if hi < 0:
         hi = 0
     else:
