@@ -2,11 +2,13 @@
 
 Timing (:func:`interleaved`): every library's function runs in the same
 process; each round warms every library up for a fixed time (calls until
-``warmup`` seconds have passed, at least one) immediately before its one timed
-call, and the rounds rotate the order of the libraries. A library therefore
+``warmup`` seconds have passed, at least one) immediately before its timed
+sample, and the rounds rotate the order of the libraries. A library therefore
 never starts a timed call from idle (after >= 0.25 s of idle a batch-split
 convolution ran about 2x slower for its next calls) and machine-wide
-load spikes spread over all of them.
+load spikes spread over all of them. A sample is one call, or for a function
+faster than ``SAMPLE_TIME`` the mean of the back-to-back calls that fill it (at
+the warm-up's pace): one sub-millisecond call is mostly the machine's noise.
 
 BLAS configurations (:func:`run_configurations`): on some processors the
 environment sets ``OPENBLAS_CORETYPE`` (and ``OPENBLAS_L2_SIZE``), which holds
@@ -39,12 +41,17 @@ BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # ---------------------------------------------------------------- timing
 
 
-def interleaved(fns: dict, repeats: int, warmup: float) -> dict:
-    """``{name: [seconds, ...]}``: ``repeats`` timed calls of each function, interleaved.
+# A timed sample lasts at least this long: faster functions are timed over several back-to-back calls.
+SAMPLE_TIME = 0.01
 
-    Round r times the functions in an order rotated by r; before each timed
-    call the function runs untimed until ``warmup`` seconds have passed (at
-    least once).
+
+def interleaved(fns: dict, repeats: int, warmup: float, sample_time: float = SAMPLE_TIME) -> dict:
+    """``{name: [seconds per call, ...]}``: ``repeats`` timed samples of each function, interleaved.
+
+    Round r times the functions in an order rotated by r; before each sample
+    the function runs untimed until ``warmup`` seconds have passed (at least
+    once). A sample is the mean over ``k`` back-to-back calls, ``k`` the calls
+    that take ``sample_time`` at the warm-up's pace (1 for slower functions).
     """
     names = list(fns)
     times = {n: [] for n in names}
@@ -52,13 +59,19 @@ def interleaved(fns: dict, repeats: int, warmup: float) -> dict:
         for i in range(len(names)):
             name = names[(i + r) % len(names)]
             fn = fns[name]
-            t_end = time.perf_counter() + warmup
+            t0 = time.perf_counter()
+            t_end = t0 + warmup
             fn()
+            calls = 1
             while time.perf_counter() < t_end:
                 fn()
+                calls += 1
+            pace = (time.perf_counter() - t0) / calls
+            k = max(1, min(1000, int(sample_time / pace))) if pace > 0 else 1
             t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(k):
+                fn()
+            times[name].append((time.perf_counter() - t0) / k)
     return times
 
 

@@ -9,8 +9,9 @@ Usage::
                                       [--config machine|user|haswell]
 
 Every case is timed forward+backward, the libraries interleaved in one process
-(see ``benchmarks/_harness.py``): each timed call follows a warm-up of
-``--warmup`` seconds of that library, rounds rotate the order, and the table
+(see ``benchmarks/_harness.py``): each timed sample follows a warm-up of
+``--warmup`` seconds of that library and is one call, or the mean of the calls
+that fill 10 ms for a faster one; rounds rotate the order, and the table
 shows the median with the spread ((max - min) / median). Without ``--config``
 the script runs itself twice in child processes: the machine's BLAS
 configuration and the user's (``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
@@ -259,7 +260,7 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,32,128")
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--warmup", type=float, default=0.1, help="seconds of warm-up before every timed call")
+    ap.add_argument("--warmup", type=float, default=0.1, help="seconds of warm-up before every timed sample")
     ap.add_argument("--threads", type=int, default=None, help="threads for BLAS, the fast path and torch")
     ap.add_argument("--algorithm", choices=list(fast.CONV_ALGORITHMS), default="auto")
     ap.add_argument("--naive", action="store_true", help="also time the naive layer on C1-C4/P1-P3")

@@ -16,7 +16,7 @@ equal first. The convnet step is what the provided Solver runs:
 convolution skips the input's gradient).
 
 Timing as ``bench_layers.py``: the two steps interleaved in one process, a
-warm-up before every timed call, median and spread, both BLAS configurations
+warm-up before every timed sample, median and spread, both BLAS configurations
 (child processes). Also reported: minor page faults per convnet step
 (getrusage over ``--repeats`` steps run back to back) and, unless
 ``--no-profile``, where convnet's step spends its time, by layer class
