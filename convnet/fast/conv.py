@@ -33,7 +33,7 @@ from convnet.fast.inputs import is_network_input
 
 __all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE",
            "WINOGRAD_MIN_PIXELS", "IM2ROW_MAX_WIDTH", "IM2ROW_MIN_PIXELS", "prefers_im2row", "DIRECT_MAX_CHANNELS",
-           "prefers_direct"]
+           "prefers_direct", "POINTWISE_MIN_PIXELS", "prefers_pointwise"]
 
 # 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
@@ -51,6 +51,15 @@ IM2ROW_MIN_PIXELS = 1024
 # each input pixel HH*WW times for a GEMM of only C*HH*WW rows; in float32 direct also beats Winograd at 16
 # channels, in float64 not (benchmarks/README.md: the constants table).
 DIRECT_MAX_CHANNELS = {4: 16, 8: 8}
+# 'auto' takes the 1x1 GEMMs on a strided layer from this many output pixels per call: they copy the strided
+# input as im2col does, and below it numpy's per-image GEMMs lose to im2col's one compiled call (benchmarks/README.md).
+POINTWISE_MIN_PIXELS = 2048
+
+
+def prefers_pointwise(g: _checks.ConvGeometry) -> bool:
+    """Whether ``'auto'`` (with the compiled kernels) takes the 1x1 GEMMs for a layer they can run: stride 1
+    (x as it lies, no copy), or a call of at least :data:`POINTWISE_MIN_PIXELS` output pixels."""
+    return POINTWISE.is_usable_for(g) and (g.stride == 1 or g.N * g.H_out * g.W_out >= POINTWISE_MIN_PIXELS)
 
 
 def prefers_direct(g: _checks.ConvGeometry, itemsize: int) -> bool:
@@ -84,7 +93,8 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
     then im2col. ``'winograd'``: the Winograd with fewer multiplications for
     this output size (a tie goes to F(2x2, 3x3), the more accurate), the other,
     then im2col. ``'direct'``: the direct convolution where usable, then im2col.
-    ``'auto'``: the 1x1 GEMMs for 1x1 layers without padding; with the compiled kernels, the direct
+    ``'auto'``: the 1x1 GEMMs for 1x1 layers without padding (with the compiled kernels, where
+    :func:`prefers_pointwise`, else im2col); with the compiled kernels, the direct
     convolution where :func:`prefers_direct`; with the compiled kernels and at least
     :data:`WINOGRAD_MIN_CHANNELS` input and output channels, as ``'winograd'``
     but F(4x4) only on output maps of at least :data:`WINOGRAD4_MIN_SIZE` both
@@ -97,7 +107,7 @@ def preference(g: _checks.ConvGeometry, setting: str, have_cython: bool = HAVE_C
     if setting == "im2row":
         return (IM2ROW,)
     if setting == "pointwise" or (setting == "auto" and POINTWISE.is_usable_for(g)):
-        return (POINTWISE, IM2COL)
+        return (IM2COL,) if setting == "auto" and have_cython and not prefers_pointwise(g) else (POINTWISE, IM2COL)
     if setting == "direct" or (setting == "auto" and have_cython and prefers_direct(g, itemsize)):
         return (DIRECT, IM2COL)
     if setting == "winograd2":

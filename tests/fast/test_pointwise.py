@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from convnet import _checks, fast
 from convnet.fast import FastConv
+from convnet.fast import conv
 from convnet.fast.conv import IM2COL, choose
 from convnet.fast.conv_pointwise import POINTWISE
 
@@ -20,11 +21,13 @@ CASES = [
 
 
 def _check(case, dtype, seed, conv_inputs, exact_conv, assert_close_scaled, skip_dx=False):
+    # Forced: 'auto' leaves a small strided call to im2col (test_auto_takes_pointwise_where_it_pays).
     x, w, b, cp = conv_inputs(case, dtype, seed)
-    assert choose(_checks.conv_args(x, w, b, cp), fast.get_conv_algorithm()) is POINTWISE
-    out, cache = FastConv.forward(x, w, b, cp)
-    dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
-    got = (out,) + tuple(FastConv.backward(dout, cache))
+    assert choose(_checks.conv_args(x, w, b, cp), "pointwise") is POINTWISE
+    with fast.config(conv_algorithm="pointwise"):
+        out, cache = FastConv.forward(x, w, b, cp)
+        dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
+        got = (out,) + tuple(FastConv.backward(dout, cache))
     for name, a, r in zip(("out", "dx", "dw", "db"), got, exact_conv(x, w, b, cp, dout)):
         assert_close_scaled(a, r, dtype, name, "winograd2")  # GEMM rounding: 1e-5 (float32) of the scale
 
@@ -41,9 +44,10 @@ def test_matches_pytorch(case, dtype, conv_inputs, torch):
     import torch.nn.functional as TF
 
     x, w, b, cp = conv_inputs(case, dtype, 4)
-    out, cache = FastConv.forward(x, w, b, cp)
-    dout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
-    dx, dw, db = FastConv.backward(dout, cache)
+    with fast.config(conv_algorithm="pointwise"):
+        out, cache = FastConv.forward(x, w, b, cp)
+        dout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+        dx, dw, db = FastConv.backward(dout, cache)
     tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
     ty = TF.conv2d(tx, tw, tb, stride=cp["stride"])
     ty.backward(torch.from_numpy(dout))
@@ -76,9 +80,26 @@ def test_hand_checked_case():
 def test_predicate_and_choice(case, usable, conv_inputs):
     g = _checks.conv_args(*conv_inputs(case, np.float64, 0))
     assert POINTWISE.is_usable_for(g) is usable
-    for setting in ("auto", "pointwise"):
-        assert choose(g, setting) is (POINTWISE if usable else IM2COL) or not usable
+    assert choose(g, "pointwise") is (POINTWISE if usable else IM2COL)
     assert choose(g, "im2col") is IM2COL
+
+
+@pytest.mark.parametrize("case, auto", [
+    ((1, 32, 16, 16, 64, 1, 1, 1, 0), True),       # stride 1: x as it lies, whatever the size
+    ((1, 32, 16, 16, 64, 1, 1, 2, 0), False),      # ResNet-20's shortcut at one image: 64 pixels
+    ((31, 32, 16, 16, 64, 1, 1, 2, 0), False),     # 1984 pixels
+    ((32, 32, 16, 16, 64, 1, 1, 2, 0), True),      # 2048: POINTWISE_MIN_PIXELS
+    ((8, 16, 32, 32, 32, 1, 1, 2, 0), True),       # the other shortcut, 8 x 256 pixels
+    ((32, 32, 16, 16, 64, 1, 1, 1, 1), False),     # padded: not usable
+])
+def test_auto_takes_pointwise_where_it_pays(case, auto, conv_inputs):
+    # Strided, the 1x1 GEMMs copy the input as im2col does: below 2048 output pixels im2col's one compiled
+    # call wins (benchmarks/README.md); without the compiled kernels pointwise is used wherever it can run.
+    g = _checks.conv_args(*conv_inputs(case, np.float64, 0))
+    assert conv.POINTWISE_MIN_PIXELS == 2048
+    assert conv.prefers_pointwise(g) is auto
+    assert conv.choose(g, "auto", have_cython=True) is (POINTWISE if auto else IM2COL)
+    assert conv.choose(g, "auto", have_cython=False) is (POINTWISE if POINTWISE.is_usable_for(g) else IM2COL)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -90,9 +111,10 @@ def test_split_batch_and_small_budget(dtype, conv_inputs, exact_conv, assert_clo
 
 def test_first_layer_skips_dx(conv_inputs):
     x, w, b, cp = conv_inputs((3, 4, 6, 6, 5, 1, 1, 2, 0), np.float64, 1)
-    with fast.network_input(x):
-        out, cache = FastConv.forward(x, w, b, cp)
-    dx, dw, db = FastConv.backward(np.ones_like(out), cache)
+    with fast.config(conv_algorithm="pointwise"):
+        with fast.network_input(x):
+            out, cache = FastConv.forward(x, w, b, cp)
+        dx, dw, db = FastConv.backward(np.ones_like(out), cache)
     assert dx is None and dw.shape == w.shape
 
 
@@ -102,7 +124,7 @@ def test_memory_does_not_grow_with_the_batch(conv_inputs):
     peaks = []
     for N in (8, 32):
         x, w, b, cp = conv_inputs((N, 16, 16, 16, 16, 1, 1, 2, 0), np.float64, 0)
-        with fast.config(column_budget=64 * 1024, num_threads=1):
+        with fast.config(column_budget=64 * 1024, num_threads=1, conv_algorithm="pointwise"):
             out, cache = FastConv.forward(x, w, b, cp)
             dout = np.ones_like(out)
             tracemalloc.start()
