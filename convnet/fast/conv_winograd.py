@@ -90,14 +90,12 @@ class Winograd:
         """The shape of :meth:`filter_operand`'s ``U``: (nk, F, C)."""
         return (self.transform.nk, g.F, g.C)
 
+    # U is also the left operand, transposed, of backward's dV = U^T dM.
+    backward_operand = filter_operand
     # FastConv.backward skips the operand (a filter transform) when dx is not needed.
     operand_only_for_dx = True
     # The forward's U serves backward too (dV = U^T dM as a transposed GEMM): a filter transform less per step.
     operand_serves_backward = True
-
-    def backward_operand(self, w, g, s):
-        """``U`` (nk, F, C) as :meth:`filter_operand`: the left operand, transposed, of ``dV = U^T dM``."""
-        return self.filter_operand(w, g, s)
 
     def filter_gradient(self, dU, shape, s):
         """dw (F, C, 3, 3), a fresh array, from ``dU`` (nk, F, C) summed over the parts."""
