@@ -238,11 +238,17 @@ def _dropout(rng, dtype, x=(200, 50), p=0.3):
 
 
 def _windows(x, kh, kw, stride, pad, fill=0.0):
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import as_strided
 
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=fill)
-    # (N, C, H', W', kh, kw): every window, subsampled by the stride.
-    return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    N, C, H, W = x.shape
+    # The padded copy by hand: np.pad's generality costs 20x more, and finite differences call this thousands of times.
+    xp = np.full((N, C, H + 2 * pad, W + 2 * pad), fill, dtype=x.dtype)
+    xp[:, :, pad:pad + H, pad:pad + W] = x
+    # (N, C, H', W', kh, kw): window (i, j) starts at row i*stride, column j*stride of xp (sliding_window_view's
+    # windows subsampled by the stride, without its checks).
+    sn, sc, sh, sw = xp.strides
+    shape = (N, C, (xp.shape[2] - kh) // stride + 1, (xp.shape[3] - kw) // stride + 1, kh, kw)
+    return as_strided(xp, shape, (sn, sc, sh * stride, sw * stride, sh, sw), writeable=False)
 
 
 def _crop(win, H_out, W_out):

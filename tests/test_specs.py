@@ -107,3 +107,22 @@ def test_fast_twin_matches_the_naive_layer(case):
     for a, b in zip(fgrads, grads):
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a, b, rtol=_tol(g.dtype)["rtol"], atol=_tol(g.dtype)["atol"] * 10 * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fill", [0.0, -np.inf])
+def test_the_window_view_is_numpys_padded_sliding_window(dtype, fill):
+    """The independent passes' window view (padding and strides by hand) against np.pad + sliding_window_view."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from convnet.specs import _windows
+
+    rng = np.random.default_rng(3)
+    for H, W, kh, kw, stride, pad in [(5, 7, 3, 3, 1, 1), (6, 6, 2, 2, 2, 0), (7, 5, 3, 2, 2, 1), (9, 8, 5, 5, 3, 2),
+                                      (4, 4, 4, 4, 1, 0), (3, 8, 1, 3, 2, 1)]:
+        x = rng.standard_normal((2, 3, H, W)).astype(dtype)
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=fill)
+        want = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+        got = _windows(x, kh, kw, stride, pad, fill)
+        assert got.dtype == x.dtype and got.shape == want.shape, (H, W, kh, kw, stride, pad)
+        np.testing.assert_array_equal(got, want)

@@ -45,8 +45,9 @@ CONV_ALGORITHMS = ("auto", "im2col", "im2row", "direct", "pointwise", "winograd"
 DEFAULT_COLUMN_BUDGET = 64 * 2**20
 # The conv kernels run between BLAS calls: OpenMP workers spinning after a prange would fight BLAS's threads.
 CONV_KERNEL_THREADS = 1
-# Below this many elements a pooling or batch-norm layer runs on one thread: waking a second costs more than the work.
-PARALLEL_MIN_WORK = 1 << 22
+# Below this many elements a pooling or batch-norm layer runs on one thread: waking a second costs more than the work
+# (benchmarks/README.md: a split costs 0.1-0.3 ms here; from 2**21 on, two threads took 0.57-0.98 of one's time).
+PARALLEL_MIN_WORK = 1 << 21
 # Below this many multiply-adds (forward) splitting the batch across threads costs more than it saves
 # (benchmarks/README.md: LeNet's 5x5 layers and the ResNet stem at batch 32 gained 10-40 % from 2**22 on).
 SPLIT_MIN_WORK = 1 << 22
