@@ -105,7 +105,9 @@ class Settings:
         OpenMP threads inside the convolution's kernels (im2col, col2im, the
         Winograd transforms). Tuning, as the settings below: for tests and benchmarks.
     parallel_min_work : int >= 0
-        Elements from which a pooling or batch-norm layer uses ``num_threads`` threads.
+        Elements from which a pooling or batch-norm layer uses ``num_threads``
+        threads; in batch norm and max pooling's forward pass a float64
+        element counts twice (their time follows the bytes they move).
     split_batch : bool
         Whether a convolution may split its batch across threads at all.
     split_min_work : int >= 0

@@ -90,7 +90,7 @@ def _forward(x, gamma, beta, bn_param, relu, layer):
     if mode == "train":
         mean = np.empty(C)
         var = np.empty(C)
-        parallel.run_split(lambda c0, c1: bn_stats(xc, mean, var, c0, c1), C, x.size, s)
+        parallel.run_split(lambda c0, c1: bn_stats(xc, mean, var, c0, c1), C, parallel.traffic(x), s)
         # The naive layer's update, in x's dtype.
         bn_param["running_mean"] = np.asarray(momentum * running_mean + (1 - momentum) * mean.astype(x.dtype),
                                               dtype=x.dtype)
@@ -105,7 +105,7 @@ def _forward(x, gamma, beta, bn_param, relu, layer):
     scale = gamma.astype(np.float64) * invstd
     shift = beta.astype(np.float64) - mean * scale
     out = results.empty(xc.shape, xc.dtype)
-    parallel.run_split(lambda c0, c1: bn_affine(xc, out, scale, shift, relu, c0, c1), C, x.size, s)
+    parallel.run_split(lambda c0, c1: bn_affine(xc, out, scale, shift, relu, c0, c1), C, parallel.traffic(x), s)
     cache = SpatialBatchNormCache(layer, x, gamma, mean, invstd, scale, shift, mode, relu)
     return out.reshape(N, C, H, W), cache
 
@@ -125,7 +125,7 @@ def _backward(dout, cache, relu, layer, cls):
     sdy = np.empty(C)
     sdyx = np.empty(C)
     parallel.run_split(lambda c0, c1: bn_grad_sums(xc, dc, cache.scale, cache.shift, cache.mean, relu, sdy, sdyx,
-                                                   c0, c1), C, x.size, s)
+                                                   c0, c1), C, parallel.traffic(x), s)
     g = cache.scale
     if cache.mode == "train":
         k1 = g * sdy / M
@@ -134,7 +134,7 @@ def _backward(dout, cache, relu, layer, cls):
         k1 = k2 = np.zeros(C)
     dx = results.empty(xc.shape, xc.dtype)
     parallel.run_split(lambda c0, c1: bn_dx(xc, dc, dx, cache.scale, cache.shift, cache.mean, k1, k2, g, relu,
-                                            c0, c1), C, x.size, s)
+                                            c0, c1), C, parallel.traffic(x), s)
     dt = x.dtype
     return dx.reshape(N, C, H, W), (cache.invstd * sdyx).astype(dt), sdy.astype(dt)
 

@@ -26,11 +26,17 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["kernel_threads", "batch_parts", "forward_work", "small_work", "small_for_blas_threads", "blas_controller",
+__all__ = ["traffic", "kernel_threads", "batch_parts", "forward_work", "small_work", "small_for_blas_threads", "blas_controller",
            "one_blas_thread", "run_parts", "split", "run_split", "run_planes", "PARTS_PER_THREAD"]
 
 # Parts per thread: a thread that is descheduled leaves its unclaimed parts to the others.
 PARTS_PER_THREAD = 4
+
+
+def traffic(a) -> int:
+    """``a``'s size in float32 elements (a float64 one counts twice): the work of a kernel whose time follows the
+    bytes it moves (batch norm, max pooling's forward pass)."""
+    return a.size * a.itemsize // 4
 
 
 def kernel_threads(work: int, s) -> int:

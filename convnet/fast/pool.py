@@ -1,7 +1,8 @@
 """FastMaxPool and FastAvgPool: direct loops over the N*C planes, split across threads.
 
 A pooling layer splits its planes across ``num_threads`` threads when its
-input has at least ``parallel_min_work`` elements
+input has at least ``parallel_min_work`` elements (float64 ones count twice in
+max pooling's forward pass, which does the most work per byte)
 (:func:`convnet.fast.parallel.run_planes`); each kernel call runs on one thread.
 Max pooling keeps the flat index ``h*W + w`` of each window's first maximum
 (row-major, as PyTorch; a NaN wins its window) for the backward pass.
@@ -60,7 +61,7 @@ class FastMaxPool:
         x3, o3 = xc.reshape(planes, g.H, g.W), out.reshape(planes, g.H_out, g.W_out)
         a3 = argmax.reshape(planes, g.H_out, g.W_out)
         parallel.run_planes(_backend.maxpool_forward, (x3, o3, a3), (g.pool_height, g.pool_width, g.stride, g.pad),
-                            x.size, _config.settings())
+                            parallel.traffic(x), _config.settings())
         return out, MaxPoolCache(x, _params(g), argmax)
 
     @staticmethod

@@ -232,6 +232,22 @@ def test_threads_split_channels_with_identical_results(cls, relu):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_start_at_parallel_min_work_with_float64_counted_twice(dtype, monkeypatch):
+    # 256 elements against parallel_min_work 300: one thread in float32, two in float64 (the bytes of 512).
+    from convnet.fast import parallel
+
+    seen = []
+    real = parallel.kernel_threads
+    monkeypatch.setattr(parallel, "kernel_threads", lambda work, s: seen.append((work, real(work, s))) or seen[-1][1])
+    x, gamma, beta, dout, _ = _inputs((2, 2, 8, 8), dtype, seed=3)
+    with fast.config(parallel_min_work=300, num_threads=2):
+        out, cache = fbn.FastSpatialBatchNorm.forward(x, gamma, beta, {"mode": "train"})
+        fbn.FastSpatialBatchNorm.backward(dout, cache)
+    want = (512, 2) if dtype == np.float64 else (256, 1)
+    assert seen == [want] * 4  # statistics, affine map, gradient sums, dx
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_give_one_threads_results_on_several(dtype, threads_agree):
     # One thread runs a plain loop, more run an OpenMP region over the same per-channel functions: same outputs.
     if not fbn.HAVE_KERNELS:

@@ -298,3 +298,22 @@ def test_pool_kernels_overwrite_their_outputs(kind, pool_param):
         assert np.isfinite(got[1][0]).all() and np.isfinite(got[1][1]).all()
         np.testing.assert_array_equal(got[0][0], got[1][0])
         np.testing.assert_array_equal(got[0][1], got[1][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_start_at_parallel_min_work_with_float64_counted_twice_in_max_forward(dtype, monkeypatch):
+    # 4 planes of 8x8 = 256 elements, parallel_min_work 300: one thread, except max pooling's forward pass in float64
+    # (the bytes of 512 float32 elements), which does the most work per byte.
+    from convnet.fast import parallel
+
+    seen = []
+    real = parallel.kernel_threads
+    monkeypatch.setattr(parallel, "kernel_threads", lambda work, s: seen.append((work, real(work, s))) or seen[-1][1])
+    x = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(dtype)
+    pp = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    double = np.dtype(dtype) == np.float64
+    with fast.config(parallel_min_work=300, num_threads=2):
+        for Fast in (FastMaxPool, FastAvgPool):
+            out, cache = Fast.forward(x, pp)
+            Fast.backward(np.ones_like(out), cache)
+    assert seen == [(512 if double else 256, 2 if double else 1), (256, 1), (256, 1), (256, 1)]
