@@ -134,6 +134,8 @@ class Direct:
     # FastConv.backward skips the operand when dx is not needed (a network's first layer).
     operand_only_for_dx = True
     operand_serves_backward = False
+    # No GEMMs (db's matrix-vector product aside): an unsplit call leaves BLAS's threads alone (benchmarks/README.md).
+    uses_blas = False
 
     def backward_operand(self, w, g, s):
         """(blocked flipped filters with channels and filters swapped, block) for dx."""

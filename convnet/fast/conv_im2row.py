@@ -46,6 +46,8 @@ class Im2row:
     # The compiled backward reads the operand's shape even when it skips dx.
     operand_only_for_dx = False
     operand_serves_backward = False
+    # Its GEMMs run on numpy's BLAS: one BLAS thread while the batch is split, or for a small layer.
+    uses_blas = True
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, HH*WW*C), summed over the parts, in the filters' shape (F, C, HH, WW)."""

@@ -37,6 +37,8 @@ class Pointwise:
     # A view of w: nothing to skip.
     operand_only_for_dx = False
     operand_serves_backward = False
+    # Its GEMMs run on numpy's BLAS: one BLAS thread while the batch is split, or for a small layer.
+    uses_blas = True
 
     def filter_gradient(self, dw, shape, s):
         """dw (F, C), summed over the parts, in the filters' shape."""

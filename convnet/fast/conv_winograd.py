@@ -96,6 +96,8 @@ class Winograd:
     operand_only_for_dx = True
     # The forward's U serves backward too (dV = U^T dM as a transposed GEMM): a filter transform less per step.
     operand_serves_backward = True
+    # Its GEMMs run on numpy's BLAS: one BLAS thread while the batch is split, or for a small layer.
+    uses_blas = True
 
     def filter_gradient(self, dU, shape, s):
         """dw (F, C, 3, 3), a fresh array, from ``dU`` (nk, F, C) summed over the parts."""

@@ -262,3 +262,22 @@ def test_a_layers_plan_is_kept_until_the_settings_change(conv_inputs):
         assert conv._plan(g, 8)[1] is IM2COL
     with fast.config(num_threads=2, split_min_work=0, min_part_images=1):
         assert len(conv._plan(g, 8)[2]) == (2 if parallel.blas_controller() else 1)
+
+
+def test_blas_is_held_at_one_thread_only_for_an_algorithm_that_uses_it_or_a_split_batch(conv_inputs, compiled):
+    # One small image: im2col's GEMMs get one BLAS thread; the direct kernels call no GEMM and leave BLAS alone;
+    # a batch split across threads holds BLAS at one thread whatever the algorithm (each part sums db by BLAS).
+    from convnet.fast import conv, parallel
+
+    g = _checks.conv_args(*conv_inputs((1, 3, 16, 16, 8, 3, 3, 1, 1), np.float32, 0))
+    algorithms = (IM2COL, conv.IM2ROW, conv.POINTWISE, conv.WINOGRAD4, conv.DIRECT)
+    assert [a.uses_blas for a in algorithms] == [True, True, True, True, False]
+    for setting, limit in (("im2col", True), ("direct", False)):
+        with fast.config(conv_algorithm=setting):
+            _, algo, parts, held = conv._plan(g, 4)
+            assert algo.name == setting and len(parts) == 1 and held is limit
+    big = _checks.conv_args(*conv_inputs((8, 3, 16, 16, 8, 3, 3, 1, 1), np.float32, 0))
+    with fast.config(conv_algorithm="direct", num_threads=2, split_min_work=0, min_part_images=1):
+        _, algo, parts, held = conv._plan(big, 4)
+        assert algo.name == "direct" and (len(parts) > 1) is (parallel.blas_controller() is not None)
+        assert held is (len(parts) > 1)
