@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""A batch part of the im2col and im2row convolutions in one call without the GIL (private; see
-convnet/fast/conv_im2col.py and conv_im2row.py).
+"""A batch part of the im2col, im2row and Winograd convolutions in one call without the GIL (private; see
+convnet/fast/conv_im2col.py, conv_im2row.py and conv_winograd.py).
 
 A part's lowering kernels and GEMMs run here back to back, the GEMMs through
 numpy's own BLAS (``cblas_sgemm``/``cblas_dgemm``, whose addresses
@@ -29,6 +29,8 @@ from libc.string cimport memcpy
 
 from convnet._fast._lowering cimport (bias_transpose_chunk, col2im_plane, im2col_row, im2row_image,
                                       row2im_image, transpose_tiles)
+from convnet._fast._tiles cimport (CB, input_adjoint_plane, input_block_t, input_plane, output_adjoint_plane,
+                                   output_plane, scratch_size)
 from convnet._fast._window cimport output_size
 
 # CBLAS's enum values (cblas.h): every BLAS that has a CBLAS interface uses them.
@@ -698,3 +700,100 @@ def batched_gemm(const floating[:, :, :] A, const floating[:, :, :] B, floating[
         _run(&job, shared)
     if shared:
         _give_back((A.base, B.base))
+
+
+# ---------------------------------------------------------------- Winograd
+# V (nk, C, nb*T) and M (nk, F, nb*T) are the slabs of vbuf and mbuf (rows vbuf.shape[1] and mbuf.shape[1] apart,
+# each holding at least nb*T*C and nb*T*F elements); the backward pass also reads vbuf as (nk, nb*T, C).
+# T = tH*tW tiles per plane, nk = (m + 2)^2; the tile layouts are _winograd.pyx's.
+
+
+cdef inline void _slab_gemms(bint ta, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t lda,
+                             Py_ssize_t sa, const floating* B, Py_ssize_t ldb, Py_ssize_t sb, floating beta,
+                             floating* C, Py_ssize_t ldc, Py_ssize_t sc, Py_ssize_t count) noexcept nogil:
+    # C[i] = op(A[i]) @ B[i] + beta * C[i] for the count slabs i, on this thread (batched_gemm's job, unshared).
+    cdef Job job
+    job.ntasks = job.nblocks = job.scratch = 0
+    _add_batch(&job, ta, False, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, count)
+    _run(&job, False)
+
+
+cdef _tile_scratch(floating like, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m, Py_ssize_t planes):
+    # The stages' scratch (_tiles.scratch_size), one thread's.
+    import numpy as np
+
+    return np.empty(scratch_size(tH, tW, m, planes), dtype=np.float32 if floating is float else np.float64)
+
+
+def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U, const floating[::1] b,
+                     floating[:, :, :, ::1] out, floating[:, ::1] vbuf, floating[:, ::1] mbuf, Py_ssize_t pad,
+                     Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb):
+    """out[lo:hi] = the F(m x m, 3x3) convolution of x[lo:hi] by the transformed filters U (nk, F, C), plus b.
+
+    In chunks of nb images: the input transform into V, the nk GEMMs M[k] = U[k] @ V[k], the output transform.
+    """
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], F = out.shape[1]
+    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3], T = tH * tW, nk = (m + 2) * (m + 2)
+    cdef Py_ssize_t vs = vbuf.shape[1], ms = mbuf.shape[1], n0 = lo, mm, P, i
+    cdef Py_ssize_t z = sizeof(floating), lu = U.strides[1] // z, su = U.strides[0] // z
+    cdef floating[::1] tb = _tile_scratch(x[0, 0, 0, 0], tH, tW, m, 1)
+    cdef floating* V = &vbuf[0, 0]
+    cdef floating* M = &mbuf[0, 0]
+    with nogil:
+        while n0 < hi:
+            mm = min(nb, hi - n0)
+            P = mm * T
+            for i in range(mm * C):
+                input_plane(&x[n0 + i // C, i % C, 0, 0], V + (i % C) * P + (i // C) * T, vs, &tb[0], H, W, pad,
+                            tH, tW, m)
+            _slab_gemms(False, F, P, C, &U[0, 0, 0], lu, su, V, P, vs, 0, M, P, ms, nk)
+            for i in range(mm * F):
+                output_plane(M + (i % F) * P + (i // F) * T, ms, &tb[0], &out[n0 + i // F, i % F, 0, 0], b[i % F],
+                             Ho, Wo, tH, tW, m)
+            n0 += mm
+
+
+def winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U, const floating[:, :, :, ::1] dout,
+                      floating[:, :, :, ::1] dx, floating[:, :, ::1] dU, double[::1] db, floating[:, ::1] vbuf,
+                      floating[:, ::1] mbuf, Py_ssize_t pad, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m,
+                      Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t nb):
+    """dU (nk, F, C) and db (F,), both overwritten, and dx[lo:hi] (overwritten; dx None: not computed, and U
+    may be None) of images lo:hi.
+
+    Per chunk of nb images: dM = A dY A^T into M, the input tiles laid out (P, C) into vbuf (so dM @ V^T is an
+    NN GEMM), dU[k] += dM[k] @ V[k]^T; then dV[k] = U[k]^T dM[k] into V, whose input adjoint is dx.
+    """
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], F = dout.shape[1]
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3], T = tH * tW, nk = (m + 2) * (m + 2)
+    cdef Py_ssize_t vs = vbuf.shape[1], ms = mbuf.shape[1], n0 = lo, mm, P, i, k, c0
+    cdef Py_ssize_t nblk = (C + CB - 1) // CB, z = sizeof(floating)
+    cdef Py_ssize_t ldu = dU.strides[1] // z, sdu = dU.strides[0] // z
+    cdef Py_ssize_t lu = U.strides[1] // z if U is not None else 0, su = U.strides[0] // z if U is not None else 0
+    cdef floating beta = 0
+    cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
+    cdef floating[::1] tb = _tile_scratch(x[0, 0, 0, 0], tH, tW, m, CB)
+    cdef floating* V = &vbuf[0, 0]
+    cdef floating* M = &mbuf[0, 0]
+    with nogil:
+        for k in range(F):
+            db[k] = 0
+        while n0 < hi:
+            mm = min(nb, hi - n0)
+            P = mm * T
+            _add_bias_grad(&dout[n0, 0, 0, 0], &db[0], mm, F, Ho * Wo)
+            for i in range(mm * F):
+                output_adjoint_plane(&dout[n0 + i // F, i % F, 0, 0], &tb[0], M + (i % F) * P + (i // F) * T, ms,
+                                     Ho, Wo, tH, tW, m)
+            for i in range(mm * nblk):
+                c0 = (i % nblk) * CB
+                input_block_t(&x[n0 + i // nblk, c0, 0, 0], min(<Py_ssize_t>CB, C - c0), V + (i // nblk) * T * C + c0,
+                              vs, C, &tb[0], H, W, pad, tH, tW, m)
+            _slab_gemms(False, F, C, P, M, P, ms, V, C, vs, beta, &dU[0, 0, 0], ldu, sdu, nk)
+            beta = 1
+            if dxp != NULL:
+                # The tiles are used up: their memory takes their gradient.
+                _slab_gemms(True, C, P, F, &U[0, 0, 0], lu, su, M, P, ms, 0, V, P, vs, nk)
+                for i in range(mm * C):
+                    input_adjoint_plane(V + (i % C) * P + (i // C) * T, vs, &tb[0],
+                                        dxp + ((n0 + i // C) * C + i % C) * H * W, H, W, pad, tH, tW, m)
+            n0 += mm

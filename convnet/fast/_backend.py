@@ -24,7 +24,7 @@ layers never ask which one runs:
 ============================  ==================================================
 
 With the compiled kernels, :data:`conv_part` is the ``_conv_part`` module (a
-batch part of the im2col and im2row convolutions in one GIL-free call) when
+batch part of the im2col, im2row and Winograd convolutions in one GIL-free call) when
 :data:`GEMM_IN_KERNELS`: numpy's BLAS is an OpenBLAS whose GEMMs it can call
 (:mod:`convnet.fast._cblas`); else None, and the GEMMs go through numpy.
 

@@ -8,10 +8,12 @@ bias) writes every m x m output tile. Backward runs the adjoints:
 ``dM = A dY A^T``, ``dU += dM V^T`` (dw is ``G^T dU G``), ``dV = U^T dM``, and
 the input adjoint gives dx. The matrices are in :mod:`convnet.fast.winograd`.
 Chunks are bounded like im2col's columns, on the transformed tiles. With
-numpy's OpenBLAS callable from the kernels (as im2col's compiled parts), each
-set of batched GEMMs is one GIL-free call. They are not shared with the
-kernels' worker thread: on one image, their nk small GEMMs are a small part of
-the time, and sharing them measured no faster (benchmarks/README.md).
+numpy's OpenBLAS callable from the kernels, a batch part is one GIL-free call
+that runs every chunk's transforms and GEMMs (``_conv_part.winograd_forward``
+and ``winograd_backward``, as im2col's compiled parts). Their GEMMs are not
+shared with the kernels' worker thread: on one image, the nk small GEMMs are a
+small part of the time, and sharing them measured no faster
+(benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -106,16 +108,19 @@ class Winograd:
                            shape[0] * shape[1], dU.size * FILTER_WORK_SCALE, s)
         return dw
 
-    def _chunks(self, g, x, lo, hi, budget, share):
-        """[(n0, m, V, M, VT), ...]: the chunks of images lo:hi with views of two slab buffers:
-        V (nk, C, m*T) and M (nk, F, m*T), and VT (nk, m*T, C), a second view of V's memory.
-        The views are made once per chunk size, not per chunk."""
+    def _buffers(self, g, dtype, nb):
+        """The slab buffers of chunks of ``nb`` images: V's (nk, >= C*nb*T) and M's (nk, >= F*nb*T)."""
         t = self.transform
         tH, tW = t.tiles(g)
+        return (_slab_buffer("winograd.V", t.nk, g.C, nb * tH * tW, dtype),
+                _slab_buffer("winograd.M", t.nk, g.F, nb * tH * tW, dtype))
+
+    def _chunks(self, g, lo, hi, nb, vbuf, mbuf):
+        """[(n0, m, V, M, VT), ...]: the chunks of images lo:hi with views of the slab buffers:
+        V (nk, C, m*T) and M (nk, F, m*T), and VT (nk, m*T, C), a second view of V's memory.
+        The views are made once per chunk size, not per chunk."""
+        tH, tW = self.transform.tiles(g)
         T = tH * tW
-        nb = min(self.chunk_size(g, x.itemsize, budget, share), hi - lo)
-        vbuf = _slab_buffer("winograd.V", t.nk, g.C, nb * T, x.dtype)
-        mbuf = _slab_buffer("winograd.M", t.nk, g.F, nb * T, x.dtype)
         views = {}
         chunks = []
         for n0 in range(lo, hi, nb):
@@ -126,7 +131,7 @@ class Winograd:
         return chunks
 
     def compiled_gemms(self, g, s, nb: int) -> bool:
-        """Whether the batched GEMMs of chunks of ``nb`` images run as compiled calls (the
+        """Whether a part in chunks of ``nb`` images runs as one compiled call, transforms and GEMMs (the
         ``gemm_in_kernels`` setting, numpy's OpenBLAS found, and, for a BLAS of 32-bit integers, every
         slab under 2**31 elements)."""
         if not (s.gemm_in_kernels and _backend.GEMM_IN_KERNELS):
@@ -138,14 +143,14 @@ class Winograd:
         """out[lo:hi] (N, F, H_out, W_out); U from :meth:`filter_operand`, b contiguous."""
         m_tile, nt = self.transform.m, s.conv_kernel_threads
         tH, tW = self.transform.tiles(g)
-        chunks = self._chunks(g, x, lo, hi, s.column_budget, share)
-        compiled = self.compiled_gemms(g, s, chunks[0][1])
-        for n0, m, V, M, _ in chunks:
+        nb = min(self.chunk_size(g, x.itemsize, s.column_budget, share), hi - lo)
+        vbuf, mbuf = self._buffers(g, x.dtype, nb)
+        if self.compiled_gemms(g, s, nb):  # the whole part in one call
+            _backend.conv_part.winograd_forward(x, U, b, out, vbuf, mbuf, g.pad, tH, tW, m_tile, lo, hi, nb)
+            return
+        for n0, m, V, M, _ in self._chunks(g, lo, hi, nb, vbuf, mbuf):
             _backend.winograd_input(x[n0:n0 + m], V, g.pad, tH, tW, nt, m_tile, False)
-            if compiled:
-                _backend.conv_part.batched_gemm(U, V, M, 0.0)
-            else:
-                np.matmul(U, V, out=M)
+            np.matmul(U, V, out=M)
             _backend.winograd_output(M, b, out[n0:n0 + m], tH, tW, nt, m_tile)
 
     def backward(self, x, U, dout, dx, g, lo, hi, share, s):
@@ -161,25 +166,25 @@ class Winograd:
         shape = (self.transform.nk, g.F, g.C)
         # The whole batch in one part: dU goes no further than filter_gradient, so it may live in the workspace.
         dU = workspace.empty("winograd.dU", shape, x.dtype) if (lo, hi) == (0, g.N) else np.empty(shape, x.dtype)
-        chunks = self._chunks(g, x, lo, hi, s.column_budget, share)
-        compiled = self.compiled_gemms(g, s, chunks[0][1])
-        for i, (n0, m, V, dM, VT) in enumerate(chunks):
+        nb = min(self.chunk_size(g, x.itemsize, s.column_budget, share), hi - lo)
+        vbuf, mbuf = self._buffers(g, x.dtype, nb)
+        if self.compiled_gemms(g, s, nb):  # the whole part in one call
+            db = np.empty(g.F)
+            _backend.conv_part.winograd_backward(x, U, dout, dx, dU, db, vbuf, mbuf, g.pad, tH, tW, m_tile, lo, hi,
+                                                 nb)
+            return dU, db
+        for i, (n0, m, V, dM, VT) in enumerate(self._chunks(g, lo, hi, nb, vbuf, mbuf)):
             _backend.winograd_output_adjoint(dout[n0:n0 + m], dM, tH, tW, nt, m_tile)
             # The tiles laid out (P, C) make dM @ VT an NN GEMM, faster than dM @ V^T.
             _backend.winograd_input(x[n0:n0 + m], VT, g.pad, tH, tW, nt, m_tile, True)
-            if compiled:
-                _backend.conv_part.batched_gemm(dM, VT, dU, 0.0 if i == 0 else 1.0)
-            elif i == 0:
+            if i == 0:
                 np.matmul(dM, VT, out=dU)  # no zeroed dU to add the first chunk to
             else:
                 dU += np.matmul(dM, VT, out=workspace.empty("winograd.dU_chunk", shape, x.dtype))
             if dx is None:
                 continue
             # The tiles are used up: their memory takes their gradient.
-            if compiled:
-                _backend.conv_part.batched_gemm(U, dM, V, 0.0, False, True)
-            else:
-                np.matmul(U.transpose(0, 2, 1), dM, out=V)
+            np.matmul(U.transpose(0, 2, 1), dM, out=V)
             _backend.winograd_input_adjoint(V, dx[n0:n0 + m], g.pad, tH, tW, nt, m_tile)
         return dU, bias_gradient(dout, lo, hi)
 
