@@ -103,7 +103,9 @@ class Settings:
         One of :data:`CONV_ALGORITHMS` (see :func:`set_conv_algorithm`).
     conv_kernel_threads : int >= 1
         OpenMP threads inside the convolution's kernels (im2col, col2im, the
-        Winograd transforms). Tuning, as the settings below: for tests and benchmarks.
+        Winograd transforms) where their GEMMs go through numpy
+        (``gemm_in_kernels`` off, or no OpenBLAS found); a compiled batch part
+        runs on its thread. Tuning, as the settings below: for tests and benchmarks.
     parallel_min_work : int >= 0
         Elements from which a pooling or batch-norm layer uses ``num_threads``
         threads; in batch norm and max pooling's forward pass a float64

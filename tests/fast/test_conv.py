@@ -110,8 +110,8 @@ def test_conv_regressions_vs_torch(case, dtype, check_conv_vs_torch):
 
 @pytest.mark.parametrize("case", list(CONV_REGRESSIONS.values()), ids=list(CONV_REGRESSIONS))
 def test_conv_kernels_multithreaded(case, check_conv_vs_naive, compiled):
-    # The conv kernels run on one OpenMP thread by default: force 2.
-    with fast.config(conv_kernel_threads=2):
+    # The conv kernels run on one OpenMP thread by default: force 2 (the GEMMs through numpy, where it applies).
+    with fast.config(conv_kernel_threads=2, gemm_in_kernels=False):
         check_conv_vs_naive(case, np.float64, seed=9)
 
 
