@@ -22,6 +22,7 @@ stays unfinished for longer than one of its own took, and returns. Until the
 worker has let go of a job, the pool keeps the job's arrays alive and lends
 itself to no other call.
 """
+import numpy as np
 from cython cimport floating
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport realloc
@@ -681,6 +682,17 @@ def im2row_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wt, c
         _give_back((wt.base, rows.base, dT.base))
 
 
+cdef inline void _slab_gemms(bint ta, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t lda,
+                             Py_ssize_t sa, const floating* B, Py_ssize_t ldb, Py_ssize_t sb, floating beta,
+                             floating* C, Py_ssize_t ldc, Py_ssize_t sc, Py_ssize_t count, bint split) noexcept nogil:
+    # C[i] = op(A[i]) @ B[i] + beta * C[i] for the count slabs i (A[i] = A + i*sa elements, ...) as one job;
+    # split: shared with the worker (the caller lent it).
+    cdef Job job
+    job.ntasks = job.nblocks = job.scratch = 0
+    _add_batch(&job, ta, False, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, count)
+    _run(&job, split)
+
+
 def batched_gemm(const floating[:, :, :] A, const floating[:, :, :] B, floating[:, :, :] C, double beta,
                  bint split=False, bint trans_a=False):
     """C[i] = op(A[i]) @ B[i] + beta * C[i] for every i: (nk, M, K) @ (nk, K, N) -> (nk, M, N), op(A) = A
@@ -689,15 +701,12 @@ def batched_gemm(const floating[:, :, :] A, const floating[:, :, :] B, floating[
     Each matrix has unit stride along its rows (any row and member strides,
     such as Winograd's slabs). split: share the GEMMs with the worker.
     """
-    cdef Job job
     cdef Py_ssize_t z = sizeof(floating)
     cdef bint shared = split and _lend()
     with nogil:
-        job.ntasks = job.nblocks = job.scratch = 0
-        _add_batch(&job, trans_a, False, C.shape[1], C.shape[2], B.shape[1], &A[0, 0, 0], A.strides[1] // z,
-                   A.strides[0] // z, &B[0, 0, 0], B.strides[1] // z, B.strides[0] // z, <floating>beta,
-                   &C[0, 0, 0], C.strides[1] // z, C.strides[0] // z, C.shape[0])
-        _run(&job, shared)
+        _slab_gemms(trans_a, C.shape[1], C.shape[2], B.shape[1], &A[0, 0, 0], A.strides[1] // z, A.strides[0] // z,
+                    &B[0, 0, 0], B.strides[1] // z, B.strides[0] // z, <floating>beta, &C[0, 0, 0], C.strides[1] // z,
+                    C.strides[0] // z, C.shape[0], shared)
     if shared:
         _give_back((A.base, B.base))
 
@@ -708,20 +717,8 @@ def batched_gemm(const floating[:, :, :] A, const floating[:, :, :] B, floating[
 # T = tH*tW tiles per plane, nk = (m + 2)^2; the tile layouts are _winograd.pyx's.
 
 
-cdef inline void _slab_gemms(bint ta, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t lda,
-                             Py_ssize_t sa, const floating* B, Py_ssize_t ldb, Py_ssize_t sb, floating beta,
-                             floating* C, Py_ssize_t ldc, Py_ssize_t sc, Py_ssize_t count) noexcept nogil:
-    # C[i] = op(A[i]) @ B[i] + beta * C[i] for the count slabs i, on this thread (batched_gemm's job, unshared).
-    cdef Job job
-    job.ntasks = job.nblocks = job.scratch = 0
-    _add_batch(&job, ta, False, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, count)
-    _run(&job, False)
-
-
 cdef _tile_scratch(floating like, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t m, Py_ssize_t planes):
     # The stages' scratch (_tiles.scratch_size), one thread's.
-    import numpy as np
-
     return np.empty(scratch_size(tH, tW, m, planes), dtype=np.float32 if floating is float else np.float64)
 
 
@@ -746,7 +743,7 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U
             for i in range(mm * C):
                 input_plane(&x[n0 + i // C, i % C, 0, 0], V + (i % C) * P + (i // C) * T, vs, &tb[0], H, W, pad,
                             tH, tW, m)
-            _slab_gemms(False, F, P, C, &U[0, 0, 0], lu, su, V, P, vs, 0, M, P, ms, nk)
+            _slab_gemms(False, F, P, C, &U[0, 0, 0], lu, su, V, P, vs, 0, M, P, ms, nk, False)
             for i in range(mm * F):
                 output_plane(M + (i % F) * P + (i // F) * T, ms, &tb[0], &out[n0 + i // F, i % F, 0, 0], b[i % F],
                              Ho, Wo, tH, tW, m)
@@ -788,11 +785,11 @@ def winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] 
                 c0 = (i % nblk) * CB
                 input_block_t(&x[n0 + i // nblk, c0, 0, 0], min(<Py_ssize_t>CB, C - c0), V + (i // nblk) * T * C + c0,
                               vs, C, &tb[0], H, W, pad, tH, tW, m)
-            _slab_gemms(False, F, C, P, M, P, ms, V, C, vs, beta, &dU[0, 0, 0], ldu, sdu, nk)
+            _slab_gemms(False, F, C, P, M, P, ms, V, C, vs, beta, &dU[0, 0, 0], ldu, sdu, nk, False)
             beta = 1
             if dxp != NULL:
                 # The tiles are used up: their memory takes their gradient.
-                _slab_gemms(True, C, P, F, &U[0, 0, 0], lu, su, M, P, ms, 0, V, P, vs, nk)
+                _slab_gemms(True, C, P, F, &U[0, 0, 0], lu, su, M, P, ms, 0, V, P, vs, nk, False)
                 for i in range(mm * C):
                     input_adjoint_plane(V + (i % C) * P + (i // C) * T, vs, &tb[0],
                                         dxp + ((n0 + i // C) * C + i % C) * H * W, H, W, pad, tH, tW, m)
