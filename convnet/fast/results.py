@@ -41,7 +41,7 @@ _CACHE = Kept(collections.OrderedDict())
 def _refs_when_free() -> int:
     # The reference count a kept buffer shows in _free_buffer's loop when nothing else holds it.
     kept = {0: np.empty(1, dtype=np.uint8)}
-    for raw in kept.values():
+    for raw in reversed(kept.values()):
         return sys.getrefcount(raw)
 
 
@@ -49,7 +49,9 @@ _FREE_REFS = _refs_when_free()
 
 
 def _free_buffer(kept, nbytes: int):
-    for raw in kept.values():
+    # The most recently used free buffer: it is the likeliest still in cache (taking the least recently used
+    # rotated a layer's result through every free buffer of its size).
+    for raw in reversed(kept.values()):
         if raw.nbytes == nbytes and sys.getrefcount(raw) <= _FREE_REFS:
             return raw
     return None

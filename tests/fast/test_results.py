@@ -37,6 +37,22 @@ def test_a_dropped_result_is_reused_and_a_small_one_is_plain():
     assert small.flags.owndata and results.held_bytes() == c.nbytes
 
 
+def test_the_most_recently_used_free_buffer_is_handed_out():
+    # Three results of one size, dropped in turn: a fourth request gets the one dropped last, and keeps
+    # getting it while each is dropped before the next (no rotation through buffers gone cold).
+    a, b, c = (results.empty(BIG, np.float64) for _ in range(3))
+    where = {name: _addr(arr) for name, arr in zip("abc", (a, b, c))}
+    del c, a
+    d = results.empty(BIG, np.float64)
+    assert _addr(d) == where["c"]
+    del d
+    for _ in range(4):
+        e = results.empty(BIG, np.float64)
+        assert _addr(e) == where["c"]
+        del e
+    assert _addr(results.empty(BIG, np.float64)) == where["c"] and results.held_bytes() == 3 * b.nbytes
+
+
 class _Holder:
     def __init__(self, obj):
         self.obj = obj
