@@ -157,9 +157,8 @@ cdef extern from *:
 cdef enum:
     MAX_TASKS = 2
     MAX_BLOCKS = 32
-    # Blocks per GEMM, and the fewest rows a block holds (each block packs the right operand again).
+    # Blocks per GEMM.
     TASK_BLOCKS = 8
-    MIN_ROWS = 8
     # A block's states: unclaimed, this thread's, the worker's (running, result in the scratch), taken back.
     FREE = 0
     CALLER = 1
@@ -197,6 +196,8 @@ cdef char* _scratch = NULL
 cdef size_t _scratch_bytes = 0
 cdef double _spin = 300e-6  # seconds the worker spins for the next job before it sleeps
 cdef double _stall = 0  # seconds the worker sleeps in each block it claims: a descheduled worker, for tests
+# The fewest rows a block of one GEMM holds: each block packs the right operand again.
+cdef Py_ssize_t _min_rows = 32
 _held = None  # the arrays of the job the worker may still read
 
 
@@ -224,7 +225,7 @@ cdef inline void _add_batch(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t
     t.count, t.sa, t.sb, t.sc = count, sa, sb, sc
     t.A, t.B, t.C, t.beta = A, B, C, beta
     if count == 1:
-        t.members, t.rows = 1, max(MIN_ROWS, (M + TASK_BLOCKS - 1) // TASK_BLOCKS)
+        t.members, t.rows = 1, max(_min_rows, (M + TASK_BLOCKS - 1) // TASK_BLOCKS)
         nb = (M + t.rows - 1) // t.rows
     else:
         t.members, t.rows = (count + TASK_BLOCKS - 1) // TASK_BLOCKS, M
@@ -434,6 +435,13 @@ def set_spin(double seconds):
     """How long the worker spins for the next job before it sleeps (for tests and benchmarks)."""
     global _spin
     _spin = seconds
+
+
+def set_min_rows(Py_ssize_t rows):
+    """The fewest rows a block of one GEMM holds (for tests and benchmarks); returns the previous value."""
+    global _min_rows
+    previous, _min_rows = _min_rows, max(1, rows)
+    return previous
 
 
 def set_stall(double seconds):

@@ -227,10 +227,19 @@ def test_split_gemms_predicate(monkeypatch):
     assert conv_im2col.split_gemms(g2, s, 0, 4) and not conv_im2col.split_gemms(g2, s, 0, 2)  # a part of it
 
 
+@pytest.fixture(params=[1, None], ids=["blocks-of-1-row", "default-blocks"])
+def min_rows(request, gemm_in_kernels):
+    """The fewest rows of a GEMM's block: 1 (as many blocks as the job holds, partial ones included) or the
+    default (blocks of at least 32 rows: each packs the right operand again)."""
+    previous = gemm_in_kernels.set_min_rows(request.param or 32)
+    yield request.param
+    gemm_in_kernels.set_min_rows(previous)
+
+
 @pytest.mark.parametrize("case", SPLIT_CASES, ids=["per-image", "gathered", "stride2", "two-images"])
 @pytest.mark.parametrize("algorithm", ["im2col", "im2row"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_split_gemms_match_one_thread(case, algorithm, dtype, conv_inputs, gemm_in_kernels):
+def test_split_gemms_match_one_thread(case, algorithm, dtype, conv_inputs, gemm_in_kernels, min_rows):
     x, w, b, cp = conv_inputs(case, dtype, 7)
     dout = np.random.default_rng(8).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
     ref = _run(x, w, b, cp, dout, {"conv_algorithm": algorithm, "num_threads": 2, "split_image_gemms": False})
