@@ -106,6 +106,12 @@ cdef inline void bias_transpose_chunk(const floating* res, const floating* b, fl
 cdef inline void transpose_tiles(const floating* s, floating* d, Py_ssize_t A, Py_ssize_t B,
                                  const floating* bias) noexcept nogil:
     # d[q*A + a] = s[a*B + q] (+ bias[q] unless bias is NULL).
+    transpose_tiles_ld(s, d, A, B, A, bias)
+
+
+cdef inline void transpose_tiles_ld(const floating* s, floating* d, Py_ssize_t A, Py_ssize_t B, Py_ssize_t ld,
+                                    const floating* bias) noexcept nogil:
+    # d[q*ld + a] = s[a*B + q] (+ bias[q] unless bias is NULL), ld >= A: rows of d longer than A keep their tails.
     cdef Py_ssize_t a0, q0, a, q, a1, q1
     for a0 in range(0, A, 8):  # 8: TILE (range needs a literal step)
         a1 = a0 + TILE if a0 + TILE < A else A
@@ -114,10 +120,10 @@ cdef inline void transpose_tiles(const floating* s, floating* d, Py_ssize_t A, P
             for q in range(q0, q1):
                 if bias != NULL:
                     for a in range(a0, a1):
-                        d[q * A + a] = s[a * B + q] + bias[q]
+                        d[q * ld + a] = s[a * B + q] + bias[q]
                 else:
                     for a in range(a0, a1):
-                        d[q * A + a] = s[a * B + q]
+                        d[q * ld + a] = s[a * B + q]
 
 
 # im2row's rows[n, i*W_out + j, (kh*WW + kw)*C + c] = xpad[n, c, i*stride + kh, j*stride + kw] go one image at a

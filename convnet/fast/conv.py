@@ -137,11 +137,11 @@ _PLANS_MAX = 4096
 def _plan(g, itemsize):
     """(settings, algorithm, batch parts, limit BLAS) for one call: one snapshot of the settings decides all.
 
-    BLAS runs on one thread when the batch is split (the parts are the
-    parallelism) and for layers below the ``blas_threads_min_work`` setting (on a
-    busy machine a descheduled BLAS thread stalls the GEMM) whose algorithm
-    ``uses_blas``; a large layer with fewer images than threads keeps BLAS's
-    threads, its parallelism within the image.
+    For an algorithm that ``uses_blas``, BLAS runs on one thread when the batch
+    is split (the parts are the parallelism) and for layers below the
+    ``blas_threads_min_work`` setting (on a busy machine a descheduled BLAS
+    thread stalls the GEMM); a large layer with fewer images than threads keeps
+    BLAS's threads, its parallelism within the image.
     A layer called again under the same settings gets the same answer (a few us of a small layer's call).
     """
     s = _config.settings()
@@ -150,7 +150,7 @@ def _plan(g, itemsize):
         return known
     parts = parallel.batch_parts(g, s)
     algo = choose(g, s.conv_algorithm, itemsize=itemsize)
-    limit = len(parts) > 1 or (algo.uses_blas and s.split_batch and parallel.small_for_blas_threads(g, s))
+    limit = algo.uses_blas and (len(parts) > 1 or (s.split_batch and parallel.small_for_blas_threads(g, s)))
     if len(_PLANS) >= _PLANS_MAX:
         _PLANS.clear()
     plan = _PLANS[g, itemsize] = (s, algo, tuple(parts), limit)

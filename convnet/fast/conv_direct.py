@@ -26,7 +26,6 @@ import numpy as np
 
 from convnet import _checks
 from convnet.fast import _backend, workspace
-from convnet.fast.conv_im2col import bias_gradient
 
 __all__ = ["Direct", "DIRECT", "filter_block", "dw_by_filters"]
 
@@ -134,7 +133,7 @@ class Direct:
     # FastConv.backward skips the operand when dx is not needed (a network's first layer).
     operand_only_for_dx = True
     operand_serves_backward = False
-    # No GEMMs (db's matrix-vector product aside): an unsplit call leaves BLAS's threads alone (benchmarks/README.md).
+    # No BLAS call (db is summed in the dw kernel's pass): BLAS's threads are left alone (benchmarks/README.md).
     uses_blas = False
 
     def backward_operand(self, w, g, s):
@@ -168,21 +167,22 @@ class Direct:
         nb = max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))
         scratch = workspace.empty("direct.pad", (nb * g.C * lay.Hp * lay.Wpp,), x.dtype)
         dscratch = workspace.empty("direct.dout", (nb * dout_image,), x.dtype)
+        db = np.zeros(g.F)
         if by_filters:
             dwT = np.zeros((len(lay.dw_off), Fp), dtype=x.dtype)
-            _backend.direct.filter_gradient(x, dout, dwT, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp, lay.Wpp,
-                                            lay.Wq_dw, g.pad, lo, hi, nb, True)
+            _backend.direct.filter_gradient(x, dout, dwT, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
+                                            lay.Wpp, lay.Wq_dw, g.pad, lo, hi, nb, True)
             dw = dwT[:, :g.F].T
         else:
             dw = np.zeros((g.F, len(lay.dw_off)), dtype=x.dtype)
-            _backend.direct.filter_gradient(x, dout, dw, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp, lay.Wpp,
-                                            lay.Wq_dw, g.pad, lo, hi, nb)
+            _backend.direct.filter_gradient(x, dout, dw, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
+                                            lay.Wpp, lay.Wq_dw, g.pad, lo, hi, nb)
         if dx is not None:
             wt, fb = operand
             dpad = workspace.empty("direct.dout", (g.F * lay.Hq * lay.Wq,), x.dtype)  # dw is done with it
             _backend.direct.correlate(dout, wt, lay.zeros, dx, dpad, lay.dx_off, fb, lay.Hq, lay.Wq,
                                       g.HH - 1 - g.pad, g.WW - 1 - g.pad, lo, hi)
-        return dw, bias_gradient(dout, lo, hi)
+        return dw, db
 
 
 DIRECT = Direct()

@@ -264,9 +264,9 @@ def test_a_layers_plan_is_kept_until_the_settings_change(conv_inputs):
         assert len(conv._plan(g, 8)[2]) == (2 if parallel.blas_controller() else 1)
 
 
-def test_blas_is_held_at_one_thread_only_for_an_algorithm_that_uses_it_or_a_split_batch(conv_inputs, compiled):
-    # One small image: im2col's GEMMs get one BLAS thread; the direct kernels call no GEMM and leave BLAS alone;
-    # a batch split across threads holds BLAS at one thread whatever the algorithm (each part sums db by BLAS).
+def test_blas_is_held_at_one_thread_only_for_an_algorithm_that_uses_it(conv_inputs, compiled):
+    # One small image: im2col's GEMMs get one BLAS thread; the direct kernels call no BLAS and leave it alone,
+    # whether the batch is split across threads or not.
     from convnet.fast import conv, parallel
 
     g = _checks.conv_args(*conv_inputs((1, 3, 16, 16, 8, 3, 3, 1, 1), np.float32, 0))
@@ -280,4 +280,8 @@ def test_blas_is_held_at_one_thread_only_for_an_algorithm_that_uses_it_or_a_spli
     with fast.config(conv_algorithm="direct", num_threads=2, split_min_work=0, min_part_images=1):
         _, algo, parts, held = conv._plan(big, 4)
         assert algo.name == "direct" and (len(parts) > 1) is (parallel.blas_controller() is not None)
-        assert held is (len(parts) > 1)
+        assert held is False
+    with fast.config(conv_algorithm="im2col", num_threads=2, split_min_work=0, min_part_images=1,
+                     blas_threads_min_work=0):
+        _, algo, parts, held = conv._plan(big, 4)
+        assert algo.name == "im2col" and held is (len(parts) > 1)
