@@ -215,6 +215,18 @@ def maxpool_backward(const floating[:, ::1] dout, const int[:, ::1] argmax, floa
                 _maxpool_back_plane(&dout[p, 0], &argmax[p, 0], &dx[p, 0], Q, HW)
 
 
+def index_bound(const int[::1] idx):
+    """The largest of ``idx`` read as unsigned 32-bit values, 0 if it is empty: a negative index reads as
+    2**31 or more, so one comparison of the result checks both ends of a range [0, n)."""
+    cdef Py_ssize_t i, n = idx.shape[0]
+    cdef unsigned int m = 0, v
+    with nogil:
+        for i in range(n):
+            v = <unsigned int>idx[i]
+            m = v if v > m else m
+    return m
+
+
 cdef inline void _avgpool_plane(const floating* x, floating* out, floating* rs,
                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t H_out, Py_ssize_t W_out,
                                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t pad) noexcept nogil:

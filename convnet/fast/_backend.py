@@ -13,6 +13,7 @@ layers never ask which one runs:
 ``transpose_planes``          (src, dst, b)
 ``maxpool_forward``           (x, out, argmax, ph, pw, stride, pad, nthreads)
 ``maxpool_backward``          (dout, argmax, dx, nthreads)
+``index_bound``               (idx): the largest of int32 indices read as unsigned
 ``avgpool_forward``           (x, out, ph, pw, stride, pad, nthreads)
 ``avgpool_backward``          (dout, dx, ph, pw, stride, pad, nthreads)
 ``winograd_input``            (x, V, pad, tH, tW, nthreads, m, transposed)
@@ -49,7 +50,7 @@ __all__ = ["HAVE_CYTHON", "IMPORT_ERROR", "CPU_VARIANT", "GEMM_IN_KERNELS", "GEM
            "VARIANTS",
            "cpu_supports", "kernel_module",
            "im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes",
-           "maxpool_forward",
+           "maxpool_forward", "index_bound",
            "maxpool_backward", "avgpool_forward", "avgpool_backward", "winograd_input", "winograd_input_adjoint",
            "winograd_output", "winograd_output_adjoint", "winograd_filter", "winograd_filter_adjoint"]
 
@@ -124,6 +125,7 @@ if not PUREPYTHON:
         im2row_into, row2im_into, transpose_planes = _im2col.im2row_into, _im2col.row2im_into, _im2col.transpose_planes
         avgpool_backward, avgpool_forward = _pool.avgpool_backward, _pool.avgpool_forward
         maxpool_backward, maxpool_forward = _pool.maxpool_backward, _pool.maxpool_forward
+        index_bound = _pool.index_bound
         winograd_input, winograd_input_adjoint = _winograd.winograd_input, _winograd.winograd_input_adjoint
         winograd_output, winograd_output_adjoint = _winograd.winograd_output, _winograd.winograd_output_adjoint
         winograd_filter, winograd_filter_adjoint = _winograd.winograd_filter, _winograd.winograd_filter_adjoint
@@ -156,7 +158,8 @@ if not HAVE_CYTHON:
             "or `pip install .`, or set CONVNET_PUREPYTHON=1 to use numpy"
         )
     from convnet.fast._numpy import (avgpool_backward, avgpool_forward, bias_transpose,  # noqa: F811
-                                     col2im_into, im2col_into, im2row_into, maxpool_backward, maxpool_forward,
+                                     col2im_into, im2col_into, im2row_into, index_bound, maxpool_backward,
+                                     maxpool_forward,
                                      row2im_into, transpose_planes,
                                      winograd_filter, winograd_filter_adjoint, winograd_input,
                                      winograd_input_adjoint, winograd_output, winograd_output_adjoint)

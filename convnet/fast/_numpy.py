@@ -105,6 +105,12 @@ def maxpool_backward(dout, argmax, dx, nthreads=1):
     dx[...] = np.bincount(flat, weights=dout.ravel(), minlength=P * HW).reshape(P, HW)
 
 
+def index_bound(idx):
+    """The largest of the int32 indices ``idx`` (1-d) read as unsigned, 0 if empty (a negative one reads as
+    2**31 or more)."""
+    return int(np.maximum.reduce(idx.view(np.uint32))) if idx.size else 0
+
+
 def avgpool_forward(x, out, ph, pw, stride, pad, nthreads=1):
     """out = sum of each window of the planes x (P, H, W) / (ph*pw): zero padding counts."""
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad))) if pad else x

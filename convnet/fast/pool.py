@@ -17,9 +17,6 @@ from convnet.fast._caches import AvgPoolCache, MaxPoolCache, check_fast_cache
 
 __all__ = ["FastMaxPool", "FastAvgPool"]
 
-_max_reduce = np.maximum.reduce  # the argmax check's one reduction, without ndarray.max's wrapper
-
-
 def _check_plane(g, layer):
     if g.H * g.W >= 2**31:
         raise ValueError(f"{layer}: an input plane of {g.H}x{g.W} elements is too large "
@@ -88,13 +85,13 @@ class FastMaxPool:
         if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32 or argmax.shape != shape:
             raise ValueError(f"FastMaxPool: the cache's argmax must be an int32 array of shape {shape}; "
                              "pass the cache FastMaxPool.forward returned, unmodified")
-        # Negative indices wrap to 2**31 and above as uint32: one pass checks both bounds.
-        if _max_reduce(argmax.view(np.uint32), axis=None) >= g.H * g.W:
+        # The indices the kernel reads: negative ones read as 2**31 and above, so one pass checks both bounds.
+        argmax = np.ascontiguousarray(argmax)
+        if _backend.index_bound(argmax.reshape(-1)) >= g.H * g.W:
             lo, hi = int(argmax.min()), int(argmax.max())
             raise ValueError(f"FastMaxPool: the cache's argmax holds indices in [{lo}, {hi}], outside "
                              f"[0, {g.H * g.W}) for {g.H}x{g.W} planes; the cache was modified")
         dout = np.ascontiguousarray(dout)
-        argmax = np.ascontiguousarray(argmax)
         # dx is overwritten: the kernel zeroes each plane just before scattering into it.
         dx = results.empty((g.N, g.C, g.H, g.W), dout.dtype)
         planes = g.N * g.C

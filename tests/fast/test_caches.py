@@ -47,6 +47,13 @@ def test_edited_caches_are_rejected(pool_param):
     cache.argmax[0, 0, 0, 0] = -1
     with pytest.raises(ValueError, match="outside"):
         FastMaxPool.backward(dout, cache)
+    # A strided argmax: the contiguous copy the kernel reads is the one checked.
+    wide = np.zeros((2, 3, 3, 6), np.int32)
+    wide[..., ::2] = FastMaxPool.forward(x, pp)[1].argmax
+    wide[1, 2, 2, 4] = 2**31 - 1
+    cache.argmax = wide[..., ::2]
+    with pytest.raises(ValueError, match=r"outside \[0, 36\)"):
+        FastMaxPool.backward(dout, cache)
     cache.argmax = cache.argmax.astype(np.int64)
     with pytest.raises(ValueError, match="int32"):
         FastMaxPool.backward(dout, cache)

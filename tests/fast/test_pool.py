@@ -276,6 +276,23 @@ def test_full_width_avg_pool_backward_zeroes_the_rows_no_window_covers(dtype):
         np.testing.assert_allclose(out, dout / 10, rtol=1e-6, atol=0)  # each window holds 10 copies of dout/10
 
 
+@pytest.mark.parametrize("impl", ["compiled", "numpy"])
+def test_index_bound_reads_indices_as_unsigned(impl, request):
+    from convnet.fast import _numpy
+
+    bound = request.getfixturevalue("compiled").pool.index_bound if impl == "compiled" else _numpy.index_bound
+    assert bound(np.array([3, 5, 1], np.int32)) == 5
+    assert bound(np.array([], np.int32)) == 0
+    assert bound(np.array([7, -1, 2], np.int32)) == 2**32 - 1  # a negative index is past any valid one
+    assert bound(np.array([-2**31], np.int32)) == 2**31
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 8, 9, 1000):
+        a = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
+        assert bound(a) == int(a.view(np.uint32).max())
+        small = rng.integers(0, 100, n).astype(np.int32)
+        assert bound(small) == int(small.max())
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_kernels_overwrite_their_outputs(kind, pool_param):
     # Every backend fills np.empty memory completely: garbage in the output buffers must not leak.

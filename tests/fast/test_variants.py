@@ -11,7 +11,7 @@ from convnet import fast
 from convnet.fast import _backend, _cblas, batchnorm
 
 KERNELS = {"_im2col": ("im2col_into", "col2im_into", "bias_transpose", "im2row_into", "row2im_into", "transpose_planes"),
-           "_pool": ("maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward"),
+           "_pool": ("maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward", "index_bound"),
            "_winograd": ("winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint")}
 BN_KERNELS = ("bn_stats", "bn_affine", "bn_grad_sums", "bn_dx")
 
