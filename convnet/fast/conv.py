@@ -33,7 +33,7 @@ from convnet.fast.inputs import is_network_input
 
 __all__ = ["FastConv", "choose", "preference", "WINOGRAD_MIN_CHANNELS", "WINOGRAD4_MIN_SIZE",
            "WINOGRAD_MIN_PIXELS", "IM2ROW_MAX_WIDTH", "IM2ROW_MIN_PIXELS", "prefers_im2row", "DIRECT_MAX_CHANNELS",
-           "prefers_direct", "POINTWISE_MIN_PIXELS", "prefers_pointwise"]
+           "prefers_direct", "prefers_pointwise"]
 
 # 'auto' takes Winograd from this many input and output channels: thinner batched GEMMs do not pay for the transforms.
 WINOGRAD_MIN_CHANNELS = 16
@@ -51,15 +51,13 @@ IM2ROW_MIN_PIXELS = 1024
 # each input pixel HH*WW times for a GEMM of only C*HH*WW rows; in float32 direct also beats Winograd at 16
 # channels, in float64 not (benchmarks/README.md: the constants table).
 DIRECT_MAX_CHANNELS = {4: 16, 8: 8}
-# 'auto' takes the 1x1 GEMMs on a strided layer from this many output pixels per call: they copy the strided
-# input as im2col does, and below it numpy's per-image GEMMs lose to im2col's one compiled call (benchmarks/README.md).
-POINTWISE_MIN_PIXELS = 2048
 
 
 def prefers_pointwise(g: _checks.ConvGeometry) -> bool:
-    """Whether ``'auto'`` (with the compiled kernels) takes the 1x1 GEMMs for a layer they can run: stride 1
-    (x as it lies, no copy), or a call of at least :data:`POINTWISE_MIN_PIXELS` output pixels."""
-    return POINTWISE.is_usable_for(g) and (g.stride == 1 or g.N * g.H_out * g.W_out >= POINTWISE_MIN_PIXELS)
+    """Whether ``'auto'`` (with the compiled kernels) takes the 1x1 GEMMs for a layer they can run: at stride 1
+    only, where they read x as it lies. Strided, they copy the input as im2col does, and im2col's compiled
+    batch parts run as fast or faster at every batch size measured (benchmarks/README.md)."""
+    return POINTWISE.is_usable_for(g) and g.stride == 1
 
 
 def prefers_direct(g: _checks.ConvGeometry, itemsize: int) -> bool:

@@ -86,17 +86,16 @@ def test_predicate_and_choice(case, usable, conv_inputs):
 
 @pytest.mark.parametrize("case, auto", [
     ((1, 32, 16, 16, 64, 1, 1, 1, 0), True),       # stride 1: x as it lies, whatever the size
+    ((128, 32, 16, 16, 64, 1, 1, 1, 0), True),
     ((1, 32, 16, 16, 64, 1, 1, 2, 0), False),      # ResNet-20's shortcut at one image: 64 pixels
-    ((31, 32, 16, 16, 64, 1, 1, 2, 0), False),     # 1984 pixels
-    ((32, 32, 16, 16, 64, 1, 1, 2, 0), True),      # 2048: POINTWISE_MIN_PIXELS
-    ((8, 16, 32, 32, 32, 1, 1, 2, 0), True),       # the other shortcut, 8 x 256 pixels
+    ((32, 32, 16, 16, 64, 1, 1, 2, 0), False),     # and at 32 images
+    ((128, 16, 32, 32, 32, 1, 1, 2, 0), False),    # the other shortcut at 128 images
     ((32, 32, 16, 16, 64, 1, 1, 1, 1), False),     # padded: not usable
 ])
 def test_auto_takes_pointwise_where_it_pays(case, auto, conv_inputs):
-    # Strided, the 1x1 GEMMs copy the input as im2col does: below 2048 output pixels im2col's one compiled
-    # call wins (benchmarks/README.md); without the compiled kernels pointwise is used wherever it can run.
+    # Strided, the 1x1 GEMMs copy the input as im2col does, and im2col's compiled parts win at every batch
+    # size (benchmarks/README.md); without the compiled kernels pointwise is used wherever it can run.
     g = _checks.conv_args(*conv_inputs(case, np.float64, 0))
-    assert conv.POINTWISE_MIN_PIXELS == 2048
     assert conv.prefers_pointwise(g) is auto
     assert conv.choose(g, "auto", have_cython=True) is (POINTWISE if auto else IM2COL)
     assert conv.choose(g, "auto", have_cython=False) is (POINTWISE if POINTWISE.is_usable_for(g) else IM2COL)
