@@ -17,6 +17,7 @@ from convnet.fast._caches import AvgPoolCache, MaxPoolCache, check_fast_cache
 
 __all__ = ["FastMaxPool", "FastAvgPool"]
 
+
 def _check_plane(g, layer):
     if g.H * g.W >= 2**31:
         raise ValueError(f"{layer}: an input plane of {g.H}x{g.W} elements is too large "

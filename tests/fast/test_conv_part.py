@@ -353,7 +353,6 @@ print(_backend.conv_part.split_state())
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork on this platform")
 def test_split_gemms_after_fork(gemm_in_kernels, tmp_path):
     # The worker thread does not survive a fork: the child starts its own and shares with it.
-    import os
     import subprocess
     code = _CHILD + """
 import os, signal
