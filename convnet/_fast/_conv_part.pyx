@@ -29,7 +29,7 @@ from libc.stdlib cimport realloc
 from libc.string cimport memcpy
 
 from convnet._fast._lowering cimport (bias_transpose_chunk, col2im_plane, im2col_row, im2row_image,
-                                      row2im_image, transpose_tiles)
+                                      row2im_image, sum_planes, transpose_tiles)
 from convnet._fast._tiles cimport (CB, input_adjoint_plane, input_block_t, input_plane, output_adjoint_plane,
                                    output_plane, scratch_size)
 from convnet._fast._window cimport output_size
@@ -465,16 +465,7 @@ if hasattr(_os, "register_at_fork"):
 cdef void _add_bias_grad(const floating* dout, double* db, Py_ssize_t m, Py_ssize_t F,
                          Py_ssize_t P) noexcept nogil:
     # db[f] += the sum of dout[n, f, :] over the chunk's m images (a double sum: float32 planes are long).
-    cdef Py_ssize_t n, f, p
-    cdef double acc
-    cdef const floating* d
-    for n in range(m):
-        for f in range(F):
-            d = dout + (n * F + f) * P
-            acc = 0
-            for p in range(P):
-                acc += d[p]
-            db[f] += acc
+    sum_planes(dout, m, F, P, db)
 
 
 cdef struct Shape:

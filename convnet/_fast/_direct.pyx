@@ -25,7 +25,7 @@ cimport cython
 from cython cimport floating
 from libc.string cimport memset, memcpy
 
-from convnet._fast._lowering cimport transpose_tiles_ld
+from convnet._fast._lowering cimport sum_planes, transpose_tiles_ld
 
 cdef extern from *:
     """
@@ -288,31 +288,6 @@ cdef void _transpose_planes(const floating *src, Py_ssize_t m, Py_ssize_t F, Py_
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _sum_planes(const floating *src, Py_ssize_t m, Py_ssize_t F, Py_ssize_t P, double *db) noexcept nogil:
-    # db[f] += the sum of src[n, f, :] over the m images, in double, by 8 partial sums (a vector's lanes: one
-    # running sum is bound by the adds' latency).
-    cdef Py_ssize_t n, f, p, k, body = P - P % 8
-    cdef double part[8]
-    cdef double acc
-    cdef const floating *r
-    for n in range(m):
-        for f in range(F):
-            r = src + (n * F + f) * P
-            for k in range(8):
-                part[k] = 0
-            for p in range(0, body, 8):
-                for k in range(8):
-                    part[k] += r[p + k]
-            acc = 0
-            for p in range(body, P):
-                acc += r[p]
-            for k in range(8):
-                acc += part[k]
-            db[f] += acc
-
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def filter_gradient(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] dw,
                     double[::1] db, floating[::1] scratch, floating[::1] dscratch, const floating[::1] zeros,
                     const Py_ssize_t[::1] off, Py_ssize_t Hp, Py_ssize_t Wpp, Py_ssize_t Wq, Py_ssize_t pad,
@@ -334,7 +309,7 @@ def filter_gradient(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     with nogil:
         while n0 < hi:
             m = min(nb, hi - n0)
-            _sum_planes(&dout[n0, 0, 0, 0], m, F, Ho * Wo, &db[0])
+            sum_planes(&dout[n0, 0, 0, 0], m, F, Ho * Wo, &db[0])
             for n in range(m):
                 _pad_image(&x[n0 + n, 0, 0, 0], C, x.shape[2], x.shape[3], &scratch[n * S], Hp, Wpp, pad, pad)
             if by_filters:

@@ -1,6 +1,7 @@
-# The im2col / im2row loops on raw pointers, shared by the public kernels (_im2col.pyx) and the batch-part
-# pipelines that call BLAS themselves (_conv_part.pyx). Inline: each compiles into its caller, built for its CPU
-# variant. Layouts and the caller's guarantees: _im2col.pyx's docstring. None of them validates.
+# The im2col / im2row loops on raw pointers, shared by the public kernels (_im2col.pyx; the direct convolution's
+# dw pass takes the transpose and the plane sums) and the batch-part pipelines that call BLAS themselves
+# (_conv_part.pyx). Inline: each compiles into its caller, built for its CPU variant. Layouts and the caller's
+# guarantees: _im2col.pyx's docstring. None of them validates.
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
@@ -101,6 +102,30 @@ cdef inline void bias_transpose_chunk(const floating* res, const floating* b, fl
             bf = b[f]
             for p in range(P):
                 dst[p] = src[p] + bf
+
+
+cdef inline void sum_planes(const floating* src, Py_ssize_t m, Py_ssize_t F, Py_ssize_t P,
+                            double* db) noexcept nogil:
+    # db[f] += the sum of src[n, f, :] over m images of F planes of P, in double, by 8 partial sums (a vector's
+    # lanes: one running sum is bound by the adds' latency).
+    cdef Py_ssize_t n, f, p, k, body = P - P % 8
+    cdef double part[8]
+    cdef double acc
+    cdef const floating* r
+    for n in range(m):
+        for f in range(F):
+            r = src + (n * F + f) * P
+            for k in range(8):
+                part[k] = 0
+            for p in range(0, body, 8):
+                for k in range(8):
+                    part[k] += r[p + k]
+            acc = 0
+            for p in range(body, P):
+                acc += r[p]
+            for k in range(8):
+                acc += part[k]
+            db[f] += acc
 
 
 cdef inline void transpose_tiles(const floating* s, floating* d, Py_ssize_t A, Py_ssize_t B,
