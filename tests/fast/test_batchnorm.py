@@ -147,10 +147,14 @@ def test_fuzz_against_naive(N, C, H, W, relu, mode, f32, seed):
     ref = _naive(x, gamma, beta, {"mode": mode, **{k: v.copy() for k, v in running.items()}}, dout, relu)
     out, cache = cls.forward(x, gamma, beta, {"mode": mode, **{k: v.copy() for k, v in running.items()}})
     got = (out,) + tuple(cls.backward(dout, cache))
+    # dx sums terms of size |gamma| |dout| / sqrt(var + eps) per channel that cancel in train mode: with a few
+    # elements per channel the variance can be tiny, and the rounding of those terms is what both layers leave.
+    var = x.astype(np.float64).var(axis=(0, 2, 3)) if mode == "train" else running["running_var"]
+    terms = float(np.max(np.abs(gamma) * np.abs(dout).max(axis=(0, 2, 3)) / np.sqrt(var + 1e-5)))
     for name, a, r in zip(("out", "dx", "dgamma", "dbeta"), got, ref):
         # A channel of one element has variance 0: 1/sqrt(eps) amplifies rounding; scale the tolerance by it.
         tol = TOL[dtype] * (300 if mode == "train" and N * H * W == 1 else 1)
-        scale = max(float(np.max(np.abs(r))), 1.0)
+        scale = max(float(np.max(np.abs(r))), 1.0, terms if name == "dx" else 0.0)
         assert float(np.max(np.abs(a.astype(np.float64) - r))) <= tol * scale, name
 
 
