@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""A batch part of the im2col, im2row and Winograd convolutions in one call without the GIL (private; see
-convnet/fast/conv_im2col.py, conv_im2row.py and conv_winograd.py).
+"""A batch part of the im2col, im2row and Winograd convolutions in one call without the GIL, and the direct
+convolution's images shared with the worker (private; see convnet/fast/conv_im2col.py, conv_im2row.py,
+conv_winograd.py and conv_direct.py).
 
 A part's lowering kernels and GEMMs run here back to back, the GEMMs through
 numpy's own BLAS (``cblas_sgemm``/``cblas_dgemm``, whose addresses
@@ -20,14 +21,19 @@ blocks to a buffer of its own and this thread copies them in, so it never
 waits for a worker the machine has descheduled: it takes back a block that
 stays unfinished for longer than one of its own took, and returns. Until the
 worker has let go of a job, the pool keeps the job's arrays alive and lends
-itself to no other call.
+itself to no other call. The direct convolution's jobs (``direct_forward``,
+``direct_backward``) are cut the same way: one image's output rows, and its
+filter gradient's taps, in blocks (kernels of ``_direct_kernels.pxd``).
 """
 import numpy as np
 from cython cimport floating
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport realloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
+from convnet._fast._direct_kernels cimport (DC_DW_TB, dc_dw_double, dc_dw_float, dc_dwf_double, dc_dwf_float,
+                                            dc_forward_double, dc_forward_float, pad_image, pad_rows,
+                                            transpose_planes)
 from convnet._fast._lowering cimport (bias_transpose_chunk, col2im_plane, im2col_row, im2row_image,
                                       row2im_image, sum_planes, transpose_tiles)
 from convnet._fast._tiles cimport (CB, input_adjoint_plane, input_block_t, input_plane, output_adjoint_plane,
@@ -165,17 +171,39 @@ cdef enum:
     WORKER = 2
     READY = 3
     TAKEN = 4
+    # A task's kind: GEMMs, or one image's direct-convolution kernel over blocks of output rows (forward, dx), of
+    # dw's tap blocks (a row's pixels in the lanes), or of dw^T's tap blocks (the filters in the lanes).
+    GEMM = 0
+    ROWS = 1
+    TAPS = 2
+    TAPS_T = 3
+
+cdef struct Direct:
+    # One image padded into xp (rows Wpp apart, taps at off[:ntaps]); ROWS: out (F, Ho, Wo) = bias + the blocked
+    # filters wt (blocks of fb) at each tap; TAPS: out (F, ntaps) += dy (F, Ho, Wq) by xp, zeros for an odd F's
+    # partner; TAPS_T: out (ntaps, Fp) += xp by dy (Ho*Wo, Fp).
+    const void* xp
+    const void* wt
+    const void* bias
+    const void* dy
+    const void* zeros
+    const Py_ssize_t* off
+    Py_ssize_t Wpp, ntaps, fb, F, Ho, Wo, Wq, Fp
 
 cdef struct Task:
-    # C[i] (M, N) = op(A[i]) @ op(B[i]) + beta * C[i] for the `count` members i (A[i] = A + i*sa elements, ...):
-    # blocks of `rows` rows of one matrix, or of `members` whole members, from block `first` of the job. The
-    # worker's blocks land in the scratch from element `offset`, member after member, each (M, N).
+    # GEMM: C[i] (M, N) = op(A[i]) @ op(B[i]) + beta * C[i] for the `count` members i (A[i] = A + i*sa elements,
+    # ...): blocks of `rows` rows of one matrix, or of `members` whole members, from block `first` of the job.
+    # The worker's blocks land in the scratch from element `offset`, member after member, each (M, N). A direct
+    # kind: blocks of `rows` of its M units (rows or tap blocks) into C; the worker's into the scratch from
+    # `offset` laid out as C.
+    int kind
     bint dbl, ta, tb
     Py_ssize_t M, N, K, lda, ldb, ldc, count, sa, sb, sc, rows, members, first, offset
     const void* A
     const void* B
     void* C
     double beta
+    Direct d
 
 cdef struct Job:
     Task task[MAX_TASKS]
@@ -213,13 +241,27 @@ cdef void _gemm_rows(const Task* t, Py_ssize_t i, Py_ssize_t r0, Py_ssize_t r1, 
               <float>beta, <float*>C, ldc)
 
 
+cdef inline void _register(Job* job, Py_ssize_t nb, Py_ssize_t size) noexcept nogil:
+    # The job's next task (filled in) as blocks first.. of it, its worker's output `size` elements of the scratch.
+    cdef Task* t = &job.task[job.ntasks]
+    cdef Py_ssize_t b
+    t.first, t.offset = job.nblocks, job.scratch
+    for b in range(nb):
+        job.task_of[job.nblocks + b] = job.ntasks
+        job.state[job.nblocks + b] = FREE
+    job.nblocks += nb
+    job.scratch += size
+    job.ntasks += 1
+
+
 cdef inline void _add_batch(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                             const floating* A, Py_ssize_t lda, Py_ssize_t sa, const floating* B, Py_ssize_t ldb,
                             Py_ssize_t sb, floating beta, floating* C, Py_ssize_t ldc, Py_ssize_t sc,
                             Py_ssize_t count) noexcept nogil:
     # Append C[i] (M, N) = op(A[i]) @ op(B[i]) + beta * C[i], i < count, to the job.
     cdef Task* t = &job.task[job.ntasks]
-    cdef Py_ssize_t b, nb
+    cdef Py_ssize_t nb
+    t.kind = GEMM
     t.dbl, t.ta, t.tb = floating is double, ta, tb
     t.M, t.N, t.K, t.lda, t.ldb, t.ldc = M, N, K, lda, ldb, ldc
     t.count, t.sa, t.sb, t.sc = count, sa, sb, sc
@@ -230,13 +272,7 @@ cdef inline void _add_batch(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t
     else:
         t.members, t.rows = (count + TASK_BLOCKS - 1) // TASK_BLOCKS, M
         nb = (count + t.members - 1) // t.members
-    t.first, t.offset = job.nblocks, job.scratch
-    for b in range(nb):
-        job.task_of[job.nblocks + b] = job.ntasks
-        job.state[job.nblocks + b] = FREE
-    job.nblocks += nb
-    job.scratch += count * M * N
-    job.ntasks += 1
+    _register(job, nb, count * M * N)
 
 
 cdef inline void _add_task(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -244,6 +280,19 @@ cdef inline void _add_task(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t 
                            floating* C, Py_ssize_t ldc) noexcept nogil:
     # Append C (M, N) = op(A) @ op(B) + beta * C to the job.
     _add_batch(job, ta, tb, M, N, K, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1)
+
+
+cdef inline void _add_direct(Job* job, int kind, Direct d, Py_ssize_t units, Py_ssize_t size, floating* out,
+                             Py_ssize_t minimum) noexcept nogil:
+    # Append a direct kernel over `units` rows or tap blocks (blocks of at least `minimum`) into out (`size`
+    # elements) to the job.
+    cdef Task* t = &job.task[job.ntasks]
+    cdef Py_ssize_t nb
+    t.kind, t.dbl, t.d, t.C = kind, floating is double, d, out
+    t.M, t.count = units, 1
+    t.rows = max(minimum, (units + TASK_BLOCKS - 1) // TASK_BLOCKS)
+    nb = (units + t.rows - 1) // t.rows
+    _register(job, nb, size)
 
 
 cdef struct Block:
@@ -263,12 +312,80 @@ cdef inline Block _block(const Task* t, int b) noexcept nogil:
     return k
 
 
+cdef void _direct_block(const Task* t, Py_ssize_t r0, Py_ssize_t r1, bint scratch) noexcept nogil:
+    # Units r0:r1 of a direct task into its output, or (the worker's, dw's zeroed first) into the scratch.
+    cdef const Direct* d = &t.d
+    cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
+    cdef char* out = _scratch + t.offset * size if scratch else <char*>t.C
+    cdef Py_ssize_t f, t0 = r0 * DC_DW_TB, nt = (r1 - r0) * DC_DW_TB
+    if t.kind == ROWS:
+        if t.dbl:
+            dc_forward_double[d.fb](<const double*>d.xp, d.Wpp, d.off, d.ntaps, <const double*>d.wt,
+                                    <const double*>d.bias, <double*>out, d.F, d.Ho, d.Wo, r0, r1)
+        else:
+            dc_forward_float[d.fb](<const float*>d.xp, d.Wpp, d.off, d.ntaps, <const float*>d.wt,
+                                   <const float*>d.bias, <float*>out, d.F, d.Ho, d.Wo, r0, r1)
+    elif t.kind == TAPS:
+        if scratch:
+            for f in range(d.F):
+                memset(out + (f * d.ntaps + t0) * size, 0, nt * size)
+        if t.dbl:
+            dc_dw_double(<const double*>d.xp, d.Wpp, d.off + t0, nt, 0, <const double*>d.dy,
+                         <const double*>d.zeros, 1, d.F, d.Ho, d.Wo, d.Wq, <double*>out + t0, d.ntaps)
+        else:
+            dc_dw_float(<const float*>d.xp, d.Wpp, d.off + t0, nt, 0, <const float*>d.dy,
+                        <const float*>d.zeros, 1, d.F, d.Ho, d.Wo, d.Wq, <float*>out + t0, d.ntaps)
+    else:
+        if scratch:
+            memset(out + t0 * d.Fp * size, 0, nt * d.Fp * size)
+        if t.dbl:
+            dc_dwf_double(<const double*>d.xp, d.Wpp, d.off + t0, nt, 0, <const double*>d.dy, 1, d.Fp, d.Ho,
+                          d.Wo, <double*>out + t0 * d.Fp)
+        else:
+            dc_dwf_float(<const float*>d.xp, d.Wpp, d.off + t0, nt, 0, <const float*>d.dy, 1, d.Fp, d.Ho,
+                         d.Wo, <float*>out + t0 * d.Fp)
+
+
+cdef void _direct_commit(const Task* t, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    # The worker's finished units r0:r1 of a direct task from the scratch: rows copied, dw's taps added.
+    cdef const Direct* d = &t.d
+    cdef Py_ssize_t f, j, n, at
+    cdef double* dd
+    cdef const double* ds
+    cdef float* fd
+    cdef const float* fs
+    if t.kind == ROWS:
+        n = (r1 - r0) * d.Wo
+        for f in range(d.F):
+            at = (f * d.Ho + r0) * d.Wo
+            if t.dbl:
+                memcpy(<double*>t.C + at, <const double*>_scratch + t.offset + at, n * sizeof(double))
+            else:
+                memcpy(<float*>t.C + at, <const float*>_scratch + t.offset + at, n * sizeof(float))
+        return
+    # TAPS: F rows of the block's taps, ntaps apart; TAPS_T: one run of its taps' rows of Fp.
+    n = (r1 - r0) * DC_DW_TB * (1 if t.kind == TAPS else d.Fp)
+    for f in range(d.F if t.kind == TAPS else 1):
+        at = f * d.ntaps + r0 * DC_DW_TB if t.kind == TAPS else r0 * DC_DW_TB * d.Fp
+        if t.dbl:
+            dd, ds = <double*>t.C + at, <const double*>_scratch + t.offset + at
+            for j in range(n):
+                dd[j] += ds[j]
+        else:
+            fd, fs = <float*>t.C + at, <const float*>_scratch + t.offset + at
+            for j in range(n):
+                fd[j] += fs[j]
+
+
 cdef void _block_into(const Job* job, int b, bint scratch) noexcept nogil:
     # Block b straight into its output, or (the worker's) into the scratch, for the caller to commit.
     cdef const Task* t = &job.task[job.task_of[b]]
     cdef Block k = _block(t, b)
     cdef size_t size = sizeof(double) if t.dbl else sizeof(float)
     cdef Py_ssize_t i
+    if t.kind != GEMM:
+        _direct_block(t, k.r0, k.r1, scratch)
+        return
     for i in range(k.i0, k.i1):
         if scratch:
             _gemm_rows(t, i, k.r0, k.r1, _scratch + (t.offset + (i * t.M + k.r0) * t.N) * size, t.N, 0)
@@ -285,6 +402,9 @@ cdef void _commit(const Job* job, int b) noexcept nogil:
     cdef const double* ds
     cdef float* fd
     cdef const float* fs
+    if t.kind != GEMM:
+        _direct_commit(t, k.r0, k.r1)
+        return
     for i in range(k.i0, k.i1):
         for r in range(k.r0, k.r1):
             if t.dbl:
@@ -793,3 +913,77 @@ def winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] 
                     input_adjoint_plane(V + (i % C) * P + (i // C) * T, vs, &tb[0],
                                         dxp + ((n0 + i // C) * C + i % C) * H * W, H, W, pad, tH, tW, m)
             n0 += mm
+
+
+# ---------------------------------------------------------------- direct convolution
+# One image at a time, its kernels cut into blocks shared with the worker (convnet/fast/conv_direct.py sizes the
+# buffers and builds the offsets; layouts as _direct.pyx's).
+
+
+cdef inline Direct _rows_kernel(const floating* xp, Py_ssize_t Wpp, const Py_ssize_t[::1] off, const floating* wt,
+                                Py_ssize_t fb, const floating* bias, Py_ssize_t F, Py_ssize_t Ho,
+                                Py_ssize_t Wo) noexcept nogil:
+    cdef Direct d
+    d.xp, d.Wpp, d.off, d.ntaps, d.wt, d.fb, d.bias = xp, Wpp, &off[0], off.shape[0], wt, fb, bias
+    d.F, d.Ho, d.Wo = F, Ho, Wo
+    return d
+
+
+def direct_forward(const floating[:, :, :, ::1] x, const floating[::1] wt, const floating[::1] bias,
+                   floating[:, :, :, ::1] out, floating[::1] scratch, const Py_ssize_t[::1] off,
+                   Py_ssize_t fb, Py_ssize_t Hp, Py_ssize_t Wpp, Py_ssize_t top, Py_ssize_t left,
+                   Py_ssize_t lo, Py_ssize_t hi, bint split=False):
+    """out[lo:hi] as ``_direct.correlate``; split: each image's output rows shared with the worker."""
+    cdef Py_ssize_t n, C = x.shape[1], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Direct d = _rows_kernel(&scratch[0], Wpp, off, &wt[0], fb, &bias[0], F, Ho, Wo)
+    cdef Job job
+    cdef bint shared = split and _lend()
+    with nogil:
+        for n in range(lo, hi):
+            pad_image(&x[n, 0, 0, 0], C, x.shape[2], x.shape[3], &scratch[0], Hp, Wpp, top, left)
+            job.ntasks = job.nblocks = job.scratch = 0
+            _add_direct(&job, ROWS, d, Ho, F * Ho * Wo, &out[n, 0, 0, 0], 1)
+            _run(&job, shared)
+    if shared:
+        _give_back((wt.base, bias.base, scratch.base, off.base))
+
+
+def direct_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] dw,
+                    double[::1] db, floating[::1] scratch, floating[::1] dscratch, const floating[::1] zeros,
+                    const Py_ssize_t[::1] off, Py_ssize_t Hp, Py_ssize_t Wpp, Py_ssize_t Wq, Py_ssize_t pad,
+                    bint by_filters, floating[:, :, :, ::1] dx, const floating[::1] wt, const Py_ssize_t[::1] dx_off,
+                    Py_ssize_t fb, Py_ssize_t Hq, Py_ssize_t Wqx, Py_ssize_t top, Py_ssize_t left, floating[::1] dpad,
+                    Py_ssize_t lo, Py_ssize_t hi, bint split=False):
+    """dw and db (added to) and dx[lo:hi] (overwritten; dx None: not computed) of images lo:hi, as
+    ``_direct.filter_gradient`` (one image at a time: ``scratch`` C*Hp*Wpp, ``dscratch`` one image's dout
+    prepared for dw) and ``_direct.correlate`` on dout padded into ``dpad`` (F*Hq*Wqx) by the filters ``wt``
+    (blocks of ``fb``) at ``dx_off``, dout at (top, left) in (F, Hq, Wqx); split: each image's dw taps and dx
+    rows shared with the worker."""
+    cdef Py_ssize_t n, C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3], Fp = dw.shape[1]
+    cdef Py_ssize_t ntaps = off.shape[0]
+    cdef Direct d, e
+    cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None else NULL
+    cdef Job job
+    cdef bint shared = split and _lend()
+    d.xp, d.Wpp, d.off, d.ntaps, d.dy, d.zeros = &scratch[0], Wpp, &off[0], ntaps, &dscratch[0], &zeros[0]
+    d.F, d.Ho, d.Wo, d.Wq, d.Fp = F, Ho, Wo, Wq, Fp
+    if dxp != NULL:
+        e = _rows_kernel(&dpad[0], Wqx, dx_off, &wt[0], fb, &zeros[0], C, H, W)
+    with nogil:
+        for n in range(lo, hi):
+            sum_planes(&dout[n, 0, 0, 0], 1, F, Ho * Wo, &db[0])
+            pad_image(&x[n, 0, 0, 0], C, H, W, &scratch[0], Hp, Wpp, pad, pad)
+            if by_filters:
+                transpose_planes(&dout[n, 0, 0, 0], 1, F, Ho * Wo, &dscratch[0], Fp)
+            else:
+                pad_rows(&dout[n, 0, 0, 0], F * Ho, Wo, &dscratch[0], Wq)
+            job.ntasks = job.nblocks = job.scratch = 0
+            _add_direct(&job, TAPS_T if by_filters else TAPS, d, ntaps // DC_DW_TB, dw.shape[0] * Fp, &dw[0, 0], 1)
+            if dxp != NULL:
+                pad_image(&dout[n, 0, 0, 0], F, Ho, Wo, &dpad[0], Hq, Wqx, top, left)
+                _add_direct(&job, ROWS, e, H, C * H * W, dxp + n * C * H * W, 1)
+            _run(&job, shared)
+    if shared:
+        _give_back((scratch.base, dscratch.base, zeros.base, off.base, wt.base if dxp != NULL else None,
+                    dx_off.base if dxp != NULL else None, dpad.base if dxp != NULL else None))

@@ -25,7 +25,8 @@ layers never ask which one runs:
 ============================  ==================================================
 
 With the compiled kernels, :data:`conv_part` is the ``_conv_part`` module (a
-batch part of the im2col, im2row and Winograd convolutions in one GIL-free call) when
+batch part of the im2col, im2row and Winograd convolutions in one GIL-free call,
+and the direct convolution's images shared with its worker thread) when
 :data:`GEMM_IN_KERNELS`: numpy's BLAS is an OpenBLAS whose GEMMs it can call
 (:mod:`convnet.fast._cblas`); else None, and the GEMMs go through numpy.
 

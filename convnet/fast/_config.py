@@ -138,7 +138,9 @@ class Settings:
     split_image_gemms : bool
         Whether such a compiled call, when it is a whole batch under
         ``blas_threads_min_work`` (one image, a small batch), shares its GEMMs
-        with one worker thread of the kernels (``num_threads`` >= 2). The
+        with one worker thread of the kernels (``num_threads`` >= 2), and
+        whether the direct convolution, on a batch it does not split, shares
+        each image's output rows and filter-gradient taps with that worker. The
         calling thread never waits for that worker: a block the worker has not
         finished in time is computed again by the caller.
     """

@@ -14,6 +14,10 @@ straight from it:
   at a time, or, where the filters fill at least the share of the vector lanes
   that a row's pixels do (:func:`dw_by_filters`), 6 taps by two vectors of filters.
 
+Where the batch is not split (one image, or a few small ones) and there are
+two threads, each image's output rows and dw's tap blocks are shared with the
+kernels' worker thread instead (:func:`shares_images`, ``convnet/_fast/_conv_part.pyx``).
+
 Extra memory is a few padded images per thread, whatever N. Usable with the
 compiled kernels only, for stride 1 and ``pad < min(HH, WW)``.
 """
@@ -27,7 +31,7 @@ import numpy as np
 from convnet import _checks
 from convnet.fast import _backend, workspace
 
-__all__ = ["Direct", "DIRECT", "filter_block", "dw_by_filters"]
+__all__ = ["Direct", "DIRECT", "filter_block", "dw_by_filters", "shares_images"]
 
 # dw pads this many bytes of images at a time and sums them in each pass over its taps (an L2 cache's share).
 DW_CHUNK_BYTES = 128 * 2**10
@@ -49,6 +53,15 @@ def dw_by_filters(F: int, W_out: int, itemsize: int) -> bool:
     (with no tail to mask and no sums across lanes, it wins the ties: benchmarks/README.md)."""
     row = _backend.direct.dw_lanes(itemsize)
     return F / _filter_lanes(F, itemsize) >= W_out / (-(-W_out // row) * row)
+
+
+def shares_images(g: _checks.ConvGeometry, s, lo: int, hi: int) -> bool:
+    """Whether a part shares each image's rows (and dw's taps) with the kernels' worker thread: the part is the
+    whole batch (a batch too small to split, such as one image), ``num_threads`` >= 2, the ``split_image_gemms``
+    setting, and the compiled parts' module loaded. The caller never waits for the worker
+    (``convnet/_fast/_conv_part.pyx``)."""
+    return (s.split_image_gemms and s.num_threads >= 2 and lo == 0 and hi == g.N
+            and _backend.conv_part is not None)
 
 
 def _filter_lanes(F: int, itemsize: int) -> int:
@@ -154,7 +167,11 @@ class Direct:
         bias = np.zeros(len(wt) // len(lay.off), dtype=x.dtype)
         bias[:g.F] = b
         scratch = workspace.empty("direct.pad", (g.C * lay.Hp * lay.Wpp,), x.dtype)
-        _backend.direct.correlate(x, wt, bias, out, scratch, lay.off, fb, lay.Hp, lay.Wpp, g.pad, g.pad, lo, hi)
+        if shares_images(g, s, lo, hi):
+            _backend.conv_part.direct_forward(x, wt, bias, out, scratch, lay.off, fb, lay.Hp, lay.Wpp, g.pad, g.pad,
+                                              lo, hi, True)
+        else:
+            _backend.direct.correlate(x, wt, bias, out, scratch, lay.off, fb, lay.Hp, lay.Wpp, g.pad, g.pad, lo, hi)
 
     def backward(self, x, operand, dout, dx, g, lo, hi, share, s):
         """dx[lo:hi] (overwritten; dx None: not computed); returns images lo:hi's share of dw, (F, taps
@@ -164,10 +181,21 @@ class Direct:
         Fp = _filter_lanes(g.F, x.itemsize)
         dout_image = g.H_out * g.W_out * Fp if by_filters else g.F * g.H_out * lay.Wq_dw
         per_image = g.C * lay.Hp * lay.Wpp + dout_image
-        nb = max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))
+        shared = shares_images(g, s, lo, hi)
+        nb = 1 if shared else max(1, min(hi - lo, DW_CHUNK_BYTES // (per_image * x.itemsize)))
         scratch = workspace.empty("direct.pad", (nb * g.C * lay.Hp * lay.Wpp,), x.dtype)
         dscratch = workspace.empty("direct.dout", (nb * dout_image,), x.dtype)
         db = np.zeros(g.F)
+        if shared:
+            # dw's taps and dx's rows in one job per image: dx pads dout into a buffer of its own.
+            dw = np.zeros((len(lay.dw_off), Fp) if by_filters else (g.F, len(lay.dw_off)), dtype=x.dtype)
+            wt, fb = operand if dx is not None else (None, 1)
+            dpad = workspace.empty("direct.dx", (g.F * lay.Hq * lay.Wq,), x.dtype) if dx is not None else None
+            _backend.conv_part.direct_backward(x, dout, dw, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
+                                               lay.Wpp, lay.Wq_dw, g.pad, by_filters, dx, wt, lay.dx_off, fb,
+                                               lay.Hq, lay.Wq, g.HH - 1 - g.pad, g.WW - 1 - g.pad, dpad, lo, hi,
+                                               True)
+            return (dw[:, :g.F].T if by_filters else dw), db
         if by_filters:
             dwT = np.zeros((len(lay.dw_off), Fp), dtype=x.dtype)
             _backend.direct.filter_gradient(x, dout, dwT, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,

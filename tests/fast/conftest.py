@@ -1,7 +1,9 @@
-"""Fixtures of the fast-path tests: layer inputs, the exact reference, Winograd's error bound, the algorithm switch."""
+"""Fixtures of the fast-path tests: layer inputs, the exact reference, Winograd's error bound, the algorithm switch,
+the kernels' worker thread."""
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 
 import convnet
 from convnet import fast, layers
+from convnet.fast import _backend
 
 # Winograd adds and subtracts a tile's inputs (and products) before and after the
 # multiplications, so its rounding error is relative to the scale of the whole
@@ -158,3 +161,72 @@ def child_number():
     """``child_number(code, arg, **env)``: the last number a fresh interpreter running ``code`` prints
     (page faults per call, counted where no earlier test shaped the allocator)."""
     return _child_number
+
+
+def _numpy_blas():
+    """numpy's build record of its BLAS: {'name': ..., 'openblas configuration': ...}, or {}."""
+    try:
+        return np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # an older numpy, or a build that does not say
+        return {}
+
+
+@pytest.fixture(scope="session")
+def numpy_blas():
+    return _numpy_blas()
+
+
+@pytest.fixture
+def gemm_in_kernels(compiled):
+    """The ``_conv_part`` module (batch parts in one compiled call, and the worker thread that shares them)."""
+    if not _backend.GEMM_IN_KERNELS:
+        pytest.skip(f"numpy's BLAS ({_numpy_blas().get('name', 'unknown')}) is not an OpenBLAS the kernels call")
+    return _backend.conv_part
+
+
+def _wait_idle(part, seconds=10):
+    # Until the worker has let go of every job posted (a test before may have left it inside one).
+    deadline = time.monotonic() + seconds
+    while part.split_state()[2] != part.split_state()[1] and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+@pytest.fixture
+def idle_worker(gemm_in_kernels):
+    """A function: waits until the worker has let go of every job posted, and returns the jobs posted so far."""
+    def wait():
+        _wait_idle(gemm_in_kernels)
+        return gemm_in_kernels.split_state()[1]
+    return wait
+
+
+@pytest.fixture
+def stalled_worker(gemm_in_kernels):
+    """The worker sleeps 1 s in each block it claims, as a descheduled thread; restored and let go after."""
+    part = gemm_in_kernels
+    _wait_idle(part)
+    part.set_stall(1.0)
+    yield part
+    part.set_stall(0)
+    _wait_idle(part)
+
+
+def _taken_back(part, call):
+    """``(result, seconds)`` of the first of up to 20 calls of ``call()`` in which the caller took back a block
+    from the stalled worker (it may not be scheduled before the caller ends); skips the test if none did."""
+    for _ in range(20):
+        taken = part.split_state()[3]
+        t0 = time.perf_counter()
+        result = call()
+        elapsed = time.perf_counter() - t0
+        if part.split_state()[3] > taken:
+            return result, elapsed
+        time.sleep(1.1)
+    pytest.skip("the worker never claimed a block in 20 calls (the machine never scheduled it)")
+
+
+@pytest.fixture(scope="session")
+def taken_back():
+    """``taken_back(part, call)``: ``(result, seconds)`` of a call of ``call()`` that took a block back from the
+    stalled worker."""
+    return _taken_back

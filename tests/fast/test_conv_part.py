@@ -19,23 +19,8 @@ DTYPES = [np.float32, np.float64]
 REL = {np.float32: 2e-6, np.float64: 1e-14}
 
 
-def _numpy_blas():
-    """numpy's build record of its BLAS: {'name': ..., 'openblas configuration': ...}, or {}."""
-    try:
-        return np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    except Exception:  # an older numpy, or a build that does not say
-        return {}
-
-
-@pytest.fixture
-def gemm_in_kernels(compiled):
-    if not _backend.GEMM_IN_KERNELS:
-        pytest.skip(f"numpy's BLAS ({_numpy_blas().get('name', 'unknown')}) is not an OpenBLAS the kernels call")
-    return _backend.conv_part
-
-
-def test_numpy_openblas_is_found(compiled):
-    blas = _numpy_blas()
+def test_numpy_openblas_is_found(compiled, numpy_blas):
+    blas = numpy_blas
     if "openblas" not in str(blas.get("name", "")).lower():
         pytest.skip(f"numpy's BLAS is {blas.get('name', 'unknown')}, not OpenBLAS")
     found = _cblas.find_gemm()
@@ -203,17 +188,6 @@ SPLIT_CASES = [
 SPLIT = {"num_threads": 2, "split_image_gemms": True}
 
 
-def _posted(part):
-    return part.split_state()[1]
-
-
-def _wait_idle(part, seconds=10):
-    # Until the worker has let go of every job posted (a test before may have left it inside one).
-    deadline = time.monotonic() + seconds
-    while part.split_state()[2] != part.split_state()[1] and time.monotonic() < deadline:
-        time.sleep(0.001)
-
-
 def test_split_gemms_predicate(monkeypatch):
     g = SimpleNamespace(N=1, F=64, C=32, HH=3, WW=3, H_out=8, W_out=8)
     s = fast._config.Settings(num_threads=2)
@@ -239,47 +213,26 @@ def min_rows(request, gemm_in_kernels):
 @pytest.mark.parametrize("case", SPLIT_CASES, ids=["per-image", "gathered", "stride2", "two-images"])
 @pytest.mark.parametrize("algorithm", ["im2col", "im2row"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_split_gemms_match_one_thread(case, algorithm, dtype, conv_inputs, gemm_in_kernels, min_rows):
+def test_split_gemms_match_one_thread(case, algorithm, dtype, conv_inputs, gemm_in_kernels, min_rows, idle_worker):
     x, w, b, cp = conv_inputs(case, dtype, 7)
     dout = np.random.default_rng(8).standard_normal(FastConv.forward(x, w, b, cp)[0].shape).astype(dtype)
     ref = _run(x, w, b, cp, dout, {"conv_algorithm": algorithm, "num_threads": 2, "split_image_gemms": False})
-    _wait_idle(gemm_in_kernels)
-    before = _posted(gemm_in_kernels)
+    before = idle_worker()
     got = _run(x, w, b, cp, dout, dict(SPLIT, conv_algorithm=algorithm))
     for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
         _assert_scaled(a, r, dtype, what)
-    assert _posted(gemm_in_kernels) > before  # shared, not run alone
+    assert gemm_in_kernels.split_state()[1] > before  # shared, not run alone
 
 
-@pytest.fixture
-def stalled_worker(gemm_in_kernels):
-    """The worker sleeps 1 s in each block it claims, as a descheduled thread; restored and let go after."""
-    part = gemm_in_kernels
-    part.set_stall(1.0)
-    yield part
-    part.set_stall(0)
-    _wait_idle(part)
-
-
-def test_split_gemms_never_wait_for_a_stalled_worker(conv_inputs, stalled_worker):
+def test_split_gemms_never_wait_for_a_stalled_worker(conv_inputs, stalled_worker, taken_back):
     # The caller takes back the block the sleeping worker claimed and returns long before it wakes; while
     # the worker holds the job, later calls run alone, and the job's arrays stay alive.
     part = stalled_worker
-    _wait_idle(part)
     case, dtype = (1, 32, 12, 12, 64, 3, 3, 1, 1), np.float64
     x, w, b, cp = conv_inputs(case, dtype, 9)
     dout = np.random.default_rng(10).standard_normal((1, 64, 12, 12))
     ref = _run(x, w, b, cp, dout, {"conv_algorithm": "im2col", "split_image_gemms": False})
-    for _ in range(20):  # until the worker claimed a block (it may not be scheduled before the caller ends)
-        taken = part.split_state()[3]
-        t0 = time.perf_counter()
-        got = _run(x, w, b, cp, dout, dict(SPLIT, conv_algorithm="im2col"))
-        elapsed = time.perf_counter() - t0
-        if part.split_state()[3] > taken:
-            break
-        time.sleep(1.1)
-    else:
-        pytest.skip("the worker never claimed a block in 20 calls (the machine never scheduled it)")
+    got, elapsed = taken_back(part, lambda: _run(x, w, b, cp, dout, dict(SPLIT, conv_algorithm="im2col")))
     assert elapsed < 0.5, f"the call took {elapsed:.2f} s with the worker asleep for 1 s in its block"
     for what, a, r in zip(("out", "dx", "dw", "db"), got, ref):
         _assert_scaled(a, r, dtype, what)

@@ -1,5 +1,7 @@
 """Direct convolution (convnet/fast/conv_direct.py, convnet/_fast/_direct.pyx): naive layer, PyTorch, finite
-differences, non-finite inputs, chunks and threads, choice."""
+differences, non-finite inputs, chunks and threads, images shared with the kernels' worker, choice."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 from convnet import _checks, fast
 from convnet.fast import FastConv, conv_direct
 from convnet.fast.conv import DIRECT, DIRECT_MAX_CHANNELS, IM2COL, POINTWISE, choose, prefers_direct
-from convnet.fast.conv_direct import filter_block
+from convnet.fast.conv_direct import filter_block, shares_images
 
 DTYPES = [np.float32, np.float64]
 # (N, C, H, W, F, HH, WW, stride, pad)
@@ -146,6 +148,83 @@ def test_chunks_parts_and_threads_agree(dtype, by_filters, monkeypatch, exact_co
     for name, a, c, r in zip(("out", "dx", "dw", "db"), got, chunked, exact_conv(x, w, b, cp, dout)):
         _assert_close(a, r, dtype, name)
         _assert_close(c, r, dtype, name)
+
+
+# One image's output rows and dw's tap blocks shared with the kernels' worker (shares_images): one image (two
+# vectors of rows, odd F), a one-row output, rows past two vectors with F in blocks of 5, two images, a 7x7.
+SHARED_CASES = [(1, 3, 32, 32, 32, 3, 3, 1, 1), (1, 3, 9, 11, 7, 3, 2, 1, 1), (1, 2, 3, 30, 9, 3, 3, 1, 0),
+                (1, 4, 6, 37, 13, 4, 3, 1, 1), (2, 6, 14, 14, 16, 5, 5, 1, 0), (1, 3, 32, 32, 8, 7, 7, 1, 3)]
+SHARED = {"num_threads": 2, "split_image_gemms": True}
+
+
+def test_shares_images_predicate(monkeypatch):
+    g = SimpleNamespace(N=2)
+    s = fast._config.Settings(num_threads=2)
+    assert shares_images(g, s, 0, 2) is (fast._backend.conv_part is not None)
+    monkeypatch.setattr(fast._backend, "conv_part", object())
+    assert shares_images(g, s, 0, 2)
+    assert not shares_images(g, s, 0, 1) and not shares_images(g, s, 1, 2)  # a batch part, not the batch
+    assert not shares_images(g, fast._config.Settings(num_threads=1), 0, 2)
+    assert not shares_images(g, fast._config.Settings(num_threads=2, split_image_gemms=False), 0, 2)
+    monkeypatch.setattr(fast._backend, "conv_part", None)
+    assert not shares_images(g, s, 0, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("by_filters", [False, True])
+@pytest.mark.parametrize("case", SHARED_CASES)
+def test_shared_images_match_one_thread(case, by_filters, dtype, monkeypatch, exact_conv, gemm_in_kernels,
+                                        idle_worker):
+    monkeypatch.setattr(conv_direct, "dw_by_filters", lambda *a: by_filters)
+    x, w, b, cp = _inputs(case, dtype, 3)
+    with fast.config(num_threads=2, split_image_gemms=False):
+        alone, dout = _run(x, w, b, cp)
+    before = idle_worker()
+    with fast.config(split_batch=False, **SHARED):  # the whole batch in one part
+        shared, _ = _run(x, w, b, cp, dout=dout)
+    assert gemm_in_kernels.split_state()[1] > before  # shared, not run alone
+    for name, a, got, r in zip(("out", "dx", "dw", "db"), alone, shared, exact_conv(x, w, b, cp, dout)):
+        _assert_close(got, r, dtype, name)
+        if len(x) == 1:  # the same kernels over the same sums, whichever thread ran a block
+            assert np.array_equal(got, a), name
+
+
+def test_shared_images_of_a_network_input(gemm_in_kernels, idle_worker):
+    x, w, b, cp = _inputs(SHARED_CASES[0], np.float64, 4)
+    dout = np.random.default_rng(5).standard_normal((1, 32, 32, 32))
+    with fast.config(conv_algorithm="direct", split_image_gemms=False, num_threads=2):
+        ref = FastConv.backward(dout, FastConv.forward(x, w, b, cp)[1])
+    before = idle_worker()
+    with fast.config(conv_algorithm="direct", **SHARED), fast.network_input(x):
+        dx, dw, db = FastConv.backward(dout, FastConv.forward(x, w, b, cp)[1])
+    assert gemm_in_kernels.split_state()[1] > before
+    assert dx is None and np.array_equal(dw, ref[1]) and np.array_equal(db, ref[2])
+
+
+def test_shared_images_never_wait_for_a_stalled_worker(stalled_worker, taken_back):
+    # The caller takes back the block the sleeping worker claimed; while the worker holds the job, the next
+    # call runs alone, and the job's arrays stay alive.
+    part = stalled_worker
+    x, w, b, cp = _inputs(SHARED_CASES[0], np.float64, 6)
+    dout = np.random.default_rng(7).standard_normal((1, 32, 32, 32))
+    with fast.config(split_image_gemms=False):
+        ref, _ = _run(x, w, b, cp, dout=dout)
+
+    def call():
+        with fast.config(**SHARED):
+            return _run(x, w, b, cp, dout=dout)[0]
+
+    got, elapsed = taken_back(part, call)
+    assert elapsed < 0.5, f"the layer took {elapsed:.2f} s with the worker asleep for 1 s in its block"
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        assert np.array_equal(a, r), name
+    worker, posted, finished, _ = part.split_state()
+    assert worker == 1 and finished < posted and part.held() is not None
+    with fast.config(**SHARED):
+        again, _ = _run(x, w, b, cp, dout=dout)
+    assert part.split_state()[1] == posted  # the worker is busy: this call ran alone
+    for name, a, r in zip(("out", "dx", "dw", "db"), again, ref):
+        assert np.array_equal(a, r), name
 
 
 def test_network_input_skips_dx():

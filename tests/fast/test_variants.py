@@ -63,6 +63,8 @@ def _use(monkeypatch, variant):
     mod = _backend.kernel_module("_batchnorm", variant)
     for name in BN_KERNELS:
         monkeypatch.setattr(batchnorm, name, getattr(mod, name))
+    if _backend.direct is not None:
+        monkeypatch.setattr(_backend, "direct", _backend.kernel_module("_direct", variant))
     if _backend.GEMM_IN_KERNELS:  # the batch parts that call numpy's BLAS themselves
         mod = _backend.kernel_module("_conv_part", variant)
         mod.set_gemm(*_cblas.find_gemm())
@@ -82,6 +84,11 @@ def _every_layer(dtype):
         with fast.config(conv_algorithm=algo):
             out, cache = fast.FastConv.forward(x, w, b, cp)
             results += [out, *fast.FastConv.backward(np.ones_like(out), cache)]
+    if _backend.direct is not None and _backend.direct.VECTORIZED:  # whole batches, then one image shared
+        for images, shared in ((x, False), (x[:1], True)):
+            with fast.config(conv_algorithm="direct", num_threads=2, split_image_gemms=shared):
+                out, cache = fast.FastConv.forward(images, w, b, {"stride": 1, "pad": 1})
+                results += [out, *fast.FastConv.backward(np.ones_like(out), cache)]
     for cls, pp in ((fast.FastMaxPool, (3, 2, 2, 1)), (fast.FastAvgPool, (3, 3, 1, 1)), (fast.FastAvgPool, (2, 2, 2, 0))):
         param = dict(zip(("pool_height", "pool_width", "stride", "pad"), pp))
         out, cache = cls.forward(x, param)
