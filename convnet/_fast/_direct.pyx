@@ -17,13 +17,13 @@ for a row's end. A tap ``t`` of the kernel (channel, ky, kx) is an offset into
   6 taps times two vectors of filters, on dout transposed to (pixels, filters):
   every lane holds a real pixel, for short rows.
 
-The wrappers never validate: ``convnet.fast.conv_direct`` checks and
-allocates, and each call works on images ``lo:hi`` on the calling thread,
-without the GIL.
+The kernels themselves are C in ``_direct_kernels.pxd``, shared with
+``_conv_part.pyx``, which runs one image's rows and taps on two threads. The
+wrappers never validate: ``convnet.fast.conv_direct`` checks and allocates,
+and each call works on images ``lo:hi`` on the calling thread, without the GIL.
 """
 cimport cython
 from cython cimport floating
-from libc.string cimport memset, memcpy
 
 from convnet._fast._direct_kernels cimport (DC_DW_TB, DC_VBYTES, DC_VECTORIZED, dc_dw_double, dc_dw_float,
                                             dc_dwf_double, dc_dwf_float, dc_forward_double, dc_forward_float,
