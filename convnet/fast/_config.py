@@ -140,7 +140,8 @@ class Settings:
         ``blas_threads_min_work`` (one image, a small batch), shares its GEMMs
         with one worker thread of the kernels (``num_threads`` >= 2), and
         whether the direct convolution, on a batch it does not split, shares
-        each image's output rows and filter-gradient taps with that worker. The
+        each image's output rows and filter-gradient taps with that worker
+        (images of ``conv_direct.SHARE_MIN_WORK`` multiply-adds and more). The
         calling thread never waits for that worker: a block the worker has not
         finished in time is computed again by the caller.
     """

