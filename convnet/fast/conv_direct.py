@@ -189,31 +189,25 @@ class Direct:
         scratch = workspace.empty("direct.pad", (nb * g.C * lay.Hp * lay.Wpp,), x.dtype)
         dscratch = workspace.empty("direct.dout", (nb * dout_image,), x.dtype)
         db = np.zeros(g.F)
+        # dw^T (taps, Fp) with the filters in the lanes, else dw (F, taps).
+        acc = np.zeros((len(lay.dw_off), Fp) if by_filters else (g.F, len(lay.dw_off)), dtype=x.dtype)
+        top, left = g.HH - 1 - g.pad, g.WW - 1 - g.pad  # dx: the adjoint correlation pads dout this much
         if shared:
             # dw's taps and dx's rows in one job per image: dx pads dout into a buffer of its own.
-            dw = np.zeros((len(lay.dw_off), Fp) if by_filters else (g.F, len(lay.dw_off)), dtype=x.dtype)
             wt, fb = operand if dx is not None else (None, 1)
             dpad = workspace.empty("direct.dx", (g.F * lay.Hq * lay.Wq,), x.dtype) if dx is not None else None
-            _backend.conv_part.direct_backward(x, dout, dw, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
+            _backend.conv_part.direct_backward(x, dout, acc, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
                                                lay.Wpp, lay.Wq_dw, g.pad, by_filters, dx, wt, lay.dx_off, fb,
-                                               lay.Hq, lay.Wq, g.HH - 1 - g.pad, g.WW - 1 - g.pad, dpad, lo, hi,
-                                               True)
-            return (dw[:, :g.F].T if by_filters else dw), db
-        if by_filters:
-            dwT = np.zeros((len(lay.dw_off), Fp), dtype=x.dtype)
-            _backend.direct.filter_gradient(x, dout, dwT, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
-                                            lay.Wpp, lay.Wq_dw, g.pad, lo, hi, nb, True)
-            dw = dwT[:, :g.F].T
+                                               lay.Hq, lay.Wq, top, left, dpad, lo, hi, True)
         else:
-            dw = np.zeros((g.F, len(lay.dw_off)), dtype=x.dtype)
-            _backend.direct.filter_gradient(x, dout, dw, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
-                                            lay.Wpp, lay.Wq_dw, g.pad, lo, hi, nb)
-        if dx is not None:
-            wt, fb = operand
-            dpad = workspace.empty("direct.dout", (g.F * lay.Hq * lay.Wq,), x.dtype)  # dw is done with it
-            _backend.direct.correlate(dout, wt, lay.zeros, dx, dpad, lay.dx_off, fb, lay.Hq, lay.Wq,
-                                      g.HH - 1 - g.pad, g.WW - 1 - g.pad, lo, hi)
-        return dw, db
+            _backend.direct.filter_gradient(x, dout, acc, db, scratch, dscratch, lay.zeros, lay.dw_off, lay.Hp,
+                                            lay.Wpp, lay.Wq_dw, g.pad, lo, hi, nb, by_filters)
+            if dx is not None:
+                wt, fb = operand
+                dpad = workspace.empty("direct.dout", (g.F * lay.Hq * lay.Wq,), x.dtype)  # dw is done with it
+                _backend.direct.correlate(dout, wt, lay.zeros, dx, dpad, lay.dx_off, fb, lay.Hq, lay.Wq, top, left,
+                                          lo, hi)
+        return (acc[:, :g.F].T if by_filters else acc), db
 
 
 DIRECT = Direct()
