@@ -282,15 +282,14 @@ cdef inline void _add_task(Job* job, bint ta, bint tb, Py_ssize_t M, Py_ssize_t 
     _add_batch(job, ta, tb, M, N, K, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1)
 
 
-cdef inline void _add_direct(Job* job, int kind, Direct d, Py_ssize_t units, Py_ssize_t size, floating* out,
-                             Py_ssize_t minimum) noexcept nogil:
-    # Append a direct kernel over `units` rows or tap blocks (blocks of at least `minimum`) into out (`size`
-    # elements) to the job.
+cdef inline void _add_direct(Job* job, int kind, Direct d, Py_ssize_t units, Py_ssize_t size,
+                             floating* out) noexcept nogil:
+    # Append a direct kernel over `units` rows or tap blocks into out (`size` elements) to the job.
     cdef Task* t = &job.task[job.ntasks]
     cdef Py_ssize_t nb
     t.kind, t.dbl, t.d, t.C = kind, floating is double, d, out
     t.M, t.count = units, 1
-    t.rows = max(minimum, (units + TASK_BLOCKS - 1) // TASK_BLOCKS)
+    t.rows = (units + TASK_BLOCKS - 1) // TASK_BLOCKS
     nb = (units + t.rows - 1) // t.rows
     _register(job, nb, size)
 
@@ -942,7 +941,7 @@ def direct_forward(const floating[:, :, :, ::1] x, const floating[::1] wt, const
         for n in range(lo, hi):
             pad_image(&x[n, 0, 0, 0], C, x.shape[2], x.shape[3], &scratch[0], Hp, Wpp, top, left)
             job.ntasks = job.nblocks = job.scratch = 0
-            _add_direct(&job, ROWS, d, Ho, F * Ho * Wo, &out[n, 0, 0, 0], 1)
+            _add_direct(&job, ROWS, d, Ho, F * Ho * Wo, &out[n, 0, 0, 0])
             _run(&job, shared)
     if shared:
         _give_back((wt.base, bias.base, scratch.base, off.base))
@@ -979,10 +978,10 @@ def direct_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
             else:
                 pad_rows(&dout[n, 0, 0, 0], F * Ho, Wo, &dscratch[0], Wq)
             job.ntasks = job.nblocks = job.scratch = 0
-            _add_direct(&job, TAPS_T if by_filters else TAPS, d, ntaps // DC_DW_TB, dw.shape[0] * Fp, &dw[0, 0], 1)
+            _add_direct(&job, TAPS_T if by_filters else TAPS, d, ntaps // DC_DW_TB, dw.shape[0] * Fp, &dw[0, 0])
             if dxp != NULL:
                 pad_image(&dout[n, 0, 0, 0], F, Ho, Wo, &dpad[0], Hq, Wqx, top, left)
-                _add_direct(&job, ROWS, e, H, C * H * W, dxp + n * C * H * W, 1)
+                _add_direct(&job, ROWS, e, H, C * H * W, dxp + n * C * H * W)
             _run(&job, shared)
     if shared:
         _give_back((scratch.base, dscratch.base, zeros.base, off.base, wt.base if dxp != NULL else None,
