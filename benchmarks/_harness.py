@@ -81,6 +81,28 @@ def summary(ts) -> tuple:
     return med, (max(ts) - min(ts)) / med
 
 
+def ratio_interval(a, b, level: float = 0.9, resamples: int = 2000, seed: int = 0) -> tuple:
+    """(low, high): the ``level`` bootstrap interval of ``median(a) / median(b)``.
+
+    ``a[i]`` and ``b[i]`` are the samples of round ``i`` of :func:`interleaved`,
+    timed moments apart, so whole rounds are resampled (pairs): a slow spell of
+    the machine that hit both libraries stays in one resampled round. The
+    interval shows how far the ratio of medians moves when the run's rounds are
+    drawn again; it does not see a machine that drifts between runs. A fixed
+    ``seed`` makes it repeatable.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two equal-length non-empty sample lists, got {a.shape} and {b.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rounds = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
+    q = np.median(a[rounds], axis=1) / np.median(b[rounds], axis=1)
+    low, high = np.quantile(q, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def minor_faults() -> int:
     """Minor page faults of this process so far (getrusage)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

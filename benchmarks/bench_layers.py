@@ -17,7 +17,8 @@ the script runs itself twice in child processes: the machine's BLAS
 configuration and the user's (``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
 unset), and prints the OpenBLAS kernel each ran and a summary line per
 configuration: median and worst fast/torch ratio for conv float32, conv
-float64 and pooling, and worst fast/XLA.
+float64 and pooling, and worst fast/XLA, with the worst ratio's 90 % interval
+over the run's rounds (``_harness.ratio_interval``).
 
 Peers: PyTorch CPU (``torch.nn.functional``, autograd backward) and, when
 installed, JAX (``jax.jit`` of ``jax.vjp``; skipped with a printed reason
@@ -164,6 +165,7 @@ def bench_case(layer, N, dtype, args, torch, jax, peaks, rng):
     times = H.interleaved(fns, args.repeats, args.warmup)
     for name, ts in times.items():
         row[name], row[name + "_spread"] = H.summary(ts)
+        row[name + "_samples"] = ts  # round by round, for the ratio's interval
     xs = arrays[0]
     if layer.kind == "conv":
         flops = 2.0 * N * layer.F * out.shape[2] * out.shape[3] * layer.C * layer.k * layer.k
@@ -191,8 +193,14 @@ HEADER = (f"{'case':12} {'layer':34} {'dtype':7} {'fast ms':>15} {'torch ms':>15
           f"{'/torch':>6} {'/xla':>6} {'rate (fast)':>20} {'err':>8}")
 
 
-def summarise(rows) -> list:
-    """The summary lines: median and worst fast/peer per group."""
+def _interval(row, peer, level):
+    """The ``level`` interval of a row's fast/peer ratio, from its samples (:func:`_harness.ratio_interval`)."""
+    return H.ratio_interval(row["fast_samples"], row[peer + "_samples"], level)
+
+
+def summarise(rows, level: float = 0.9) -> list:
+    """The summary lines: median and worst fast/peer per group; where the rows hold their samples, the worst
+    ratio's ``level`` interval and how many of the layers above 1.0 have that whole interval above 1.0."""
     lines = []
     groups = [("conv float32", lambda r: r["kind"] == "conv" and r["dtype"] == "float32"),
               ("conv float64", lambda r: r["kind"] == "conv" and r["dtype"] == "float64"),
@@ -204,9 +212,17 @@ def summarise(rows) -> list:
             if not ratios:
                 continue
             worst, wr = max(ratios, key=lambda t: t[0])
-            over = sum(1 for q, _ in ratios if q > 1.0)
-            lines.append(f"{label:12} fast/{peer:5}: median {statistics.median(q for q, _ in ratios):.2f}, "
-                         f"worst {worst:.2f} ({wr['case']} N={wr['N']}), {over}/{len(ratios)} layers above 1.0")
+            over = [r for q, r in ratios if q > 1.0]
+            line = (f"{label:12} fast/{peer:5}: median {statistics.median(q for q, _ in ratios):.2f}, "
+                    f"worst {worst:.2f} ({wr['case']} N={wr['N']}")
+            if all("fast_samples" in r and peer + "_samples" in r for _, r in ratios):
+                low, high = _interval(wr, peer, level)
+                sure = sum(1 for r in over if _interval(r, peer, level)[0] > 1.0)
+                line += (f"; {100 * level:.0f}% interval {low:.2f}-{high:.2f}), {len(over)}/{len(ratios)} layers "
+                         f"above 1.0, {sure} with the whole interval above")
+            else:
+                line += f"), {len(over)}/{len(ratios)} layers above 1.0"
+            lines.append(line)
     return lines
 
 
