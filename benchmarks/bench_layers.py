@@ -216,8 +216,10 @@ def summarise(rows, level: float = 0.9) -> list:
             line = (f"{label:12} fast/{peer:5}: median {statistics.median(q for q, _ in ratios):.2f}, "
                     f"worst {worst:.2f} ({wr['case']} N={wr['N']}")
             if all("fast_samples" in r and peer + "_samples" in r for _, r in ratios):
-                low, high = _interval(wr, peer, level)
-                sure = sum(1 for r in over if _interval(r, peer, level)[0] > 1.0)
+                # The worst row is among those over 1.0 whenever it is above: one interval per row.
+                intervals = {id(r): _interval(r, peer, level) for r in over + [wr]}
+                low, high = intervals[id(wr)]
+                sure = sum(1 for r in over if intervals[id(r)][0] > 1.0)
                 line += (f"; {100 * level:.0f}% interval {low:.2f}-{high:.2f}), {len(over)}/{len(ratios)} layers "
                          f"above 1.0, {sure} with the whole interval above")
             else:
